@@ -1,0 +1,1 @@
+"""Dataset converters: raw dataset files -> sharded TFRecords + a label space."""
