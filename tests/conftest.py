@@ -1,0 +1,32 @@
+"""Test-session set-up shared by every test module.
+
+TensorFlow fixes its device list when it first initialises, so the two logical CPU devices
+that the MirroredStrategy tests need (DEVELOPERS.md: "2 logical CPUs") are configured here,
+once, before any test touches TensorFlow. Ops without an explicit placement still run on
+CPU:0, so single-device tests are unaffected.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+GOLDEN_DIR = os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "golden")
+)
+
+
+@pytest.fixture(scope="session")
+def golden_dir():
+    """Path of the read-only golden values (`../shared/golden` next to the checkout)."""
+    if not os.path.isdir(GOLDEN_DIR):
+        pytest.fail(f"golden values not found at {GOLDEN_DIR} (expected ../shared/golden)")
+    return GOLDEN_DIR
