@@ -1,0 +1,96 @@
+"""Training throughput on this machine, measured in one run (images/s).
+
+    python benchmarks/bench_train.py --data_dir=demo_out/data [--resnet_steps=10]
+
+Prints train-step images/s for ResNet50 at 224 (batch 16, weights none) and for the demo model
+(tiny CNN at 64, batch 32, M = 3) on in-memory batches, the input pipeline alone on the demo
+TFRecords (decode + augmentation + batching, no model), and the ratio pipeline / train step
+(> 1 means the input pipeline is not the bottleneck).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from sdl_tf import data as data_lib  # noqa: E402
+from sdl_tf import training  # noqa: E402
+from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+
+flags.DEFINE_string("data_dir", "demo_out/data", "Demo TFRecords (python -m data_prep.demo).")
+flags.DEFINE_integer("resnet_steps", 10, "Timed ResNet50 steps (0 skips it).")
+flags.DEFINE_integer("demo_steps", 60, "Timed demo-model steps.")
+flags.DEFINE_integer("pipeline_batches", 60, "Timed input-pipeline batches.")
+FLAGS = flags.FLAGS
+
+
+def time_train_steps(model_cfg: ModelConfig, batch: int, steps: int, num_seen: int = 20,
+                     dim: int = 32) -> float:
+    """Images/s of `Trainer.train_step` on one fixed in-memory batch (after 2 warm-up steps)."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(num_seen, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cfg = TrainConfig(model_dir="unused", model=model_cfg, batch_size=batch)
+    trainer = training.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
+    size = model_cfg.image_size
+    images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+    targets = np.where(rng.random((batch, num_seen)) < 0.15, 1.0, 0.0).astype(np.float32)
+    targets[:, 0] = 1.0
+    batch_t = (images, tf.constant(targets))
+    for _ in range(2):
+        trainer.train_step(batch_t)["loss"].numpy()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = trainer.train_step(batch_t)
+    out["loss"].numpy()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def time_pipeline(data_dir: str, batch: int, num_batches: int, image_size: int) -> float:
+    """Images/s of the training input pipeline alone (after 3 warm-up batches)."""
+    from sdl_tf.label_space import LabelSpace
+
+    space = LabelSpace.load(data_dir)
+    ds = data_lib.train_dataset(DataConfig(data_dir=data_dir, cutout=0.25),
+                                image_size=image_size, seen_indices=space.seen_indices,
+                                num_labels=space.num_labels, batch_size=batch, epoch=0)
+    it = iter(ds)
+    for _ in range(3):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    return num_batches * batch / (time.perf_counter() - t0)
+
+
+def main(argv):
+    del argv
+    rows = []
+    demo = ModelConfig(backbone="tiny", weights="none", image_size=64, num_rows=3, dim=32)
+    demo_ips = time_train_steps(demo, 32, FLAGS.demo_steps)
+    rows.append(("train step, demo model (tiny CNN, 64x64, batch 32, M=3)", demo_ips))
+    if FLAGS.resnet_steps:
+        resnet = ModelConfig(backbone="resnet50", weights="none", image_size=224, num_rows=7,
+                             dim=300)
+        rows.append(("train step, ResNet50 (224x224, batch 16, M=7, d=300)",
+                     time_train_steps(resnet, 16, FLAGS.resnet_steps, num_seen=900, dim=300)))
+    pipe_ips = time_pipeline(FLAGS.data_dir, 32, FLAGS.pipeline_batches, 64)
+    rows.append(("input pipeline alone (demo TFRecords, 64x64, batch 32, augment)", pipe_ips))
+    print(f"\n{'what':<70} images/s")
+    for name, ips in rows:
+        print(f"{name:<70} {ips:8.1f}")
+    print(f"\npipeline / demo train step = {pipe_ips / demo_ips:.2f}x "
+          "(> 1: the input pipeline is not the bottleneck)")
+    if FLAGS.resnet_steps:
+        print(f"pipeline / ResNet50 train step = {pipe_ips / rows[1][1]:.1f}x")
+    print(f"CPU cores: {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    app.run(main)

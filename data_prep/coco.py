@@ -1,0 +1,483 @@
+r"""MS COCO 2014 -> the 48 seen / 17 unseen zero-shot split as sharded TFRecords.
+
+The split is the one of Bansal et al. (ECCV 2018) that the SDL paper follows (section 4.1):
+65 of the 80 COCO classes, 48 seen and 17 unseen; the other 15 classes are dropped.
+
+* train = images of the *train* annotation file with at least one seen object and no unseen
+  object (the paper's 73,774 -> 44,154 images); labels are seen classes only.
+* test = images of the *val* annotation file with at least one unseen object (the paper's
+  6,608 images); labels over all 65 classes (ZSL on the 17, GZSL on all 65).
+
+Any COCO-format annotation file is accepted (e.g. a published split file holding a subset of
+the images), and an optional image-id list per split restricts the split to exactly those
+images, so a published split can be reproduced exactly.
+
+Usage:
+  python -m data_prep.coco \
+    --train_annotations=annotations/instances_train2014.json \
+    --val_annotations=annotations/instances_val2014.json \
+    --train_images=train2014 --val_images=val2014 \
+    --word_vectors=GoogleNews-vectors-negative300.bin --output_dir=data/coco
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from absl import app, flags
+
+from data_prep import common
+from data_prep.common import DataPrepError, ImageRecord
+from sdl_tf.label_space import LabelSpace
+
+# The standard split (Bansal et al., ECCV 2018), in the order the brief/paper lists them.
+COCO_SEEN = (
+    "person", "bicycle", "car", "motorcycle", "train", "truck", "boat", "bench", "bird",
+    "horse", "sheep", "bear", "zebra", "giraffe", "backpack", "handbag", "suitcase", "frisbee",
+    "skis", "kite", "surfboard", "bottle", "fork", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "pizza", "donut", "chair", "bed", "toilet",
+    "tv", "laptop", "mouse", "remote", "microwave", "oven", "toaster", "refrigerator", "book",
+    "clock", "vase", "toothbrush",
+)  # fmt: skip
+COCO_UNSEEN = (
+    "airplane", "bus", "cat", "dog", "cow", "elephant", "umbrella", "tie", "snowboard",
+    "skateboard", "cup", "knife", "cake", "couch", "keyboard", "sink", "scissors",
+)  # fmt: skip
+
+# Older COCO releases and some split files use the PASCAL-style names for four classes.
+_NAME_ALIASES = {"tvmonitor": "tv", "motorbike": "motorcycle", "aeroplane": "airplane",
+                 "sofa": "couch"}  # fmt: skip
+
+TRAIN, TEST = "train", "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoConfig:
+    """Everything `prepare` needs; built from flags by `main`.
+
+    Attributes:
+      train_annotations: COCO-format JSON whose images form the training pool
+        (official: `instances_train2014.json`).
+      val_annotations: COCO-format JSON whose images form the test pool
+        (official: `instances_val2014.json`).
+      train_images: folder holding the train images (`file_name` of the JSON is relative to it).
+      val_images: folder holding the val images.
+      options: output dir, label vectors, sharding, parts... (`common.CommonOptions`); the
+        train split gets `options.num_shards` shards (default 64), the 7x smaller test split
+        `max(1, num_shards // 8)`.
+      train_image_ids: optional list file (one image id or file name per line) fixing the
+        training images exactly.
+      test_image_ids: the same for the test images.
+    """
+
+    train_annotations: str
+    val_annotations: str
+    train_images: str
+    val_images: str
+    options: common.CommonOptions
+    train_image_ids: str | None = None
+    test_image_ids: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    """What a dataset reader returns (shared shape across the converters).
+
+    Attributes:
+      names: all C label names in label-space order.
+      unseen: C flags, True for unseen labels.
+      splits: split name -> image records (label indices into `names`).
+      counts: split name (or "labels") -> {reason: count} of the selection.
+      lookup_names: optional word-vector lookup name per label when it differs from the
+        (unique) label name; several labels may share one lookup name.
+      label_ids: optional dataset-native id per label (Open Images MIDs).
+    """
+
+    names: tuple[str, ...]
+    unseen: tuple[bool, ...]
+    splits: dict[str, list[ImageRecord]]
+    counts: dict[str, dict[str, int]]
+    lookup_names: tuple[str, ...] | None = None
+    label_ids: tuple[str, ...] | None = None
+
+
+def label_names() -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """The 65 label names in COCO category-id order (seen and unseen interleaved) + flags."""
+    # COCO category-id order of the 65 classes, so the label order does not depend on how a
+    # particular annotation file orders its `categories` list.
+    order = (
+        "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+        "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+        "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis",
+        "snowboard", "kite", "skateboard", "surfboard", "bottle", "cup", "fork", "knife",
+        "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "pizza",
+        "donut", "cake", "chair", "couch", "bed", "toilet", "tv", "laptop", "mouse", "remote",
+        "keyboard", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock",
+        "vase", "scissors", "toothbrush",
+    )  # fmt: skip
+    unseen = set(COCO_UNSEEN)
+    return order, tuple(n in unseen for n in order)
+
+
+def _load_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError as e:
+        raise DataPrepError(f"{path}: annotation file not found") from e
+    except json.JSONDecodeError as e:
+        raise DataPrepError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataPrepError(f"{path}: cannot read annotation file: {e}") from e
+    if not isinstance(data, dict):
+        raise DataPrepError(f"{path}: top level must be a JSON object with 'images', "
+                            f"'annotations' and 'categories', got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataPrepError(f"{path}: missing top-level field '{key}'")
+        if not isinstance(data[key], list):
+            raise DataPrepError(f"{path}: field '{key}' must be a list")
+    return data
+
+
+def _field(path: str, where: str, entry, key: str):
+    if not isinstance(entry, dict) or key not in entry:
+        raise DataPrepError(f"{path}: {where} has no field '{key}'")
+    return entry[key]
+
+
+def read_annotations(path: str) -> tuple[dict[int, str], dict[int, set[str]]]:
+    """Reads one COCO-format instances file.
+
+    Args:
+      path: the JSON file.
+
+    Returns:
+      (image id -> file name, image id -> set of class names present). Every image of the
+      file is present in the second dict (possibly with an empty set); class names are the
+      COCO names with PASCAL-style aliases mapped to the COCO ones.
+
+    Raises:
+      DataPrepError: naming the file and field for bad JSON, missing fields, or annotations
+        pointing at unknown image / category ids.
+    """
+    data = _load_json(path)
+    cat_names: dict[int, str] = {}
+    for i, cat in enumerate(data["categories"]):
+        cid = _field(path, f"categories[{i}]", cat, "id")
+        name = str(_field(path, f"categories[{i}]", cat, "name")).strip().lower()
+        cat_names[cid] = _NAME_ALIASES.get(name, name)
+    files: dict[int, str] = {}
+    for i, img in enumerate(data["images"]):
+        iid = _field(path, f"images[{i}]", img, "id")
+        files[iid] = str(_field(path, f"images[{i}]", img, "file_name"))
+    present: dict[int, set[str]] = {iid: set() for iid in files}
+    for i, ann in enumerate(data["annotations"]):
+        iid = _field(path, f"annotations[{i}]", ann, "image_id")
+        cid = _field(path, f"annotations[{i}]", ann, "category_id")
+        if cid not in cat_names:
+            raise DataPrepError(f"{path}: annotations[{i}].category_id={cid!r} is not an id in "
+                                "'categories'")
+        if iid not in present:
+            raise DataPrepError(f"{path}: annotations[{i}].image_id={iid!r} is not an id in "
+                                "'images'")
+        present[iid].add(cat_names[cid])
+    missing = [n for n in label_names()[0] if n not in cat_names.values()]
+    if missing:
+        raise DataPrepError(f"{path}: 'categories' lacks {len(missing)} class(es) of the 48/17 "
+                            f"split: {', '.join(missing)}")
+    return files, present
+
+
+def read_id_list(path: str, files: dict[int, str]) -> list[int]:
+    """Reads an image-id list: one COCO image id or image file name per line.
+
+    Blank lines and lines starting with '#' are ignored; order and duplicates are dropped.
+
+    Raises:
+      DataPrepError: naming file and line for an id that is not in the annotation file.
+    """
+    by_name = {os.path.basename(f): iid for iid, f in files.items()}
+    ids: dict[int, None] = {}
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as e:
+        raise DataPrepError(f"{path}: cannot read image-id list: {e}") from e
+    with f:
+        for lineno, line in enumerate(f, 1):
+            token = line.strip()
+            if not token or token.startswith("#"):
+                continue
+            token = token.split(",")[0].split()[0]
+            iid = by_name.get(os.path.basename(token))
+            if iid is None:
+                try:
+                    iid = int(token)
+                except ValueError:
+                    iid = None
+            if iid is None or iid not in files:
+                raise DataPrepError(f"{path}:{lineno}: image {token!r} is not in the "
+                                    "annotation file")
+            ids[iid] = None
+    return list(ids)
+
+
+def select_split(
+    files: dict[int, str],
+    present: dict[int, set[str]],
+    image_dir: str,
+    split: str,
+    image_ids: Sequence[int] | None = None,
+) -> tuple[list[ImageRecord], dict[str, int]]:
+    """Applies the 48/17 split rule to one annotation file's images.
+
+    Args:
+      files: image id -> file name (from `read_annotations`).
+      present: image id -> class names (from `read_annotations`).
+      image_dir: folder the file names are relative to.
+      split: "train" (>= 1 seen object and no unseen object; seen labels only) or "test"
+        (>= 1 unseen object; labels over all 65).
+      image_ids: if given, exactly these images (the rule is not applied, but images with no
+        label of the split's label set are still left out since they carry no target).
+
+    Returns:
+      (records sorted by image id, counts by reason).
+    """
+    names, unseen_flags = label_names()
+    index = {n: i for i, n in enumerate(names)}
+    unseen = {n for n, u in zip(names, unseen_flags, strict=True) if u}
+    seen = set(names) - unseen
+    counts = {"images_in_annotations": len(files), "selected": 0}
+
+    def bump(reason):
+        counts[reason] = counts.get(reason, 0) + 1
+
+    candidates = sorted(files) if image_ids is None else sorted(image_ids)
+    if image_ids is not None:
+        counts["not_in_id_list"] = len(files) - len(candidates)
+    records = []
+    for iid in candidates:
+        classes = present[iid]
+        has_seen, has_unseen = bool(classes & seen), bool(classes & unseen)
+        if split == TRAIN:
+            if image_ids is None and has_unseen:
+                bump("excluded_has_unseen_object")
+                continue
+            if not has_seen:
+                bump("excluded_no_seen_object")
+                continue
+            if has_unseen:
+                bump("listed_with_unseen_object")
+            # Training labels are seen classes only (unseen must stay unseen).
+            labels = classes & seen
+        elif split == TEST:
+            if image_ids is None and not has_unseen:
+                bump("excluded_no_unseen_object")
+                continue
+            labels = classes & (seen | unseen)
+            if not labels:
+                bump("excluded_no_label")
+                continue
+        else:
+            raise ValueError(f"split must be {TRAIN!r} or {TEST!r}, got {split!r}")
+        counts["selected"] += 1
+        # Missing/corrupt image files are skipped (and listed) by `common.write_split`.
+        records.append(ImageRecord(image_id=str(iid), path=os.path.join(image_dir, files[iid]),
+                                   positives=tuple(sorted(index[n] for n in labels))))
+    return records, counts
+
+
+def read_coco(config: CocoConfig) -> Converted:
+    """Reads both annotation files and applies the split (no images are opened)."""
+    names, unseen = label_names()
+    splits, counts = {}, {}
+    for split, ann, image_dir, ids_path in (
+        (TRAIN, config.train_annotations, config.train_images, config.train_image_ids),
+        (TEST, config.val_annotations, config.val_images, config.test_image_ids),
+    ):
+        logging.info("Reading %s", ann)
+        files, present = read_annotations(ann)
+        ids = read_id_list(ids_path, files) if ids_path else None
+        splits[split], counts[split] = select_split(files, present, image_dir, split, ids)
+        logging.info("%s: %s", split, counts[split])
+    return Converted(names, unseen, splits, counts)
+
+
+def prepare(config: CocoConfig) -> dict:
+    """Builds the label space and writes the train/test shards.
+
+    Returns:
+      {"labels": {...}, "train": summary, "test": summary, "selection": counts} where the
+      summaries are those of `write_split`.
+    """
+    converted = read_coco(config)
+    num_shards = config.options.num_shards or 64
+    return write_converted(converted, config.options, source="coco-2014-48-17",
+                           shards={TRAIN: num_shards, TEST: max(1, num_shards // 8)})
+
+
+# --- Shared by the three dataset converters (coco, nus_wide, open_images) -------------------
+
+
+def remap_records(records, old_names, new_names):
+    """Re-indexes records after labels were dropped (no vector): dropped labels disappear,
+    and records left without a positive are dropped too (they carry no target)."""
+    if tuple(old_names) == tuple(new_names):
+        yield from records
+        return
+    new_index = {n: i for i, n in enumerate(new_names)}
+    old_to_new = [new_index.get(n) for n in old_names]
+
+    def remap(indices):
+        return tuple(sorted(old_to_new[i] for i in indices if old_to_new[i] is not None))
+
+    for r in records:
+        positives = remap(r.positives)
+        if positives:
+            yield dataclasses.replace(r, positives=positives, negatives=remap(r.negatives))
+
+
+def build_converted_label_space(converted: Converted, options: common.CommonOptions):
+    """`common.build_label_space` for a reader's labels, looking vectors up by
+    `converted.lookup_names` when given.
+
+    Returns:
+      (LabelSpace, dropped label names).
+    """
+    vector_args = dict(word_vectors=options.word_vectors,
+                       word_vectors_format=options.word_vectors_format,
+                       label_vectors=options.label_vectors,
+                       drop_missing=options.drop_missing_labels)
+    if converted.lookup_names is None:
+        return common.build_label_space(converted.names, converted.unseen, **vector_args)
+    lookup = converted.lookup_names
+    unique = list(dict.fromkeys(lookup))
+    by_lookup, _ = common.build_label_space(unique, [False] * len(unique), **vector_args)
+    vector_of = dict(zip(by_lookup.names, by_lookup.vectors, strict=True))
+    keep = [i for i, name in enumerate(lookup) if name in vector_of]
+    space = LabelSpace(
+        names=tuple(converted.names[i] for i in keep),
+        unseen=np.array([converted.unseen[i] for i in keep], bool),
+        vectors=np.stack([vector_of[lookup[i]] for i in keep]), source=by_lookup.source)
+    dropped = [converted.names[i] for i, name in enumerate(lookup) if name not in vector_of]
+    return space, dropped
+
+
+def write_converted(converted: Converted, options: common.CommonOptions, *, source: str,
+                    shards: dict[str, int]) -> dict:
+    """Builds + saves the label space and writes every split with `common.write_split`.
+
+    Args:
+      converted: the reader's output (a split's records may be a one-pass iterable).
+      options: the common options (label vectors, output dir, sharding, parts).
+      source: recorded in the label space and the split summaries.
+      shards: split -> number of shards.
+
+    Returns:
+      {"labels": {"num_labels", "num_seen", "num_unseen", "dropped"}, "selection": counts,
+       <split>: the `write_split` summary for each split}. The selection counts of a split
+      are also stored under "details" in its summary JSON.
+    """
+    space, dropped = build_converted_label_space(converted, options)
+    os.makedirs(options.output_dir, exist_ok=True)
+    space.save(options.output_dir)
+    unseen = np.asarray(space.unseen, dtype=bool)
+    result = {
+        "labels": {"num_labels": int(unseen.size), "num_seen": int((~unseen).sum()),
+                   "num_unseen": int(unseen.sum()), "dropped": list(dropped)},
+        "selection": converted.counts,
+    }
+    for split, records in converted.splits.items():
+        # `details` is the live counts dict: a streaming reader finishes filling it while
+        # write_split consumes the records, before the summary is written.
+        details = converted.counts.setdefault(split, {})
+        if dropped:
+            details["labels_dropped_without_vector"] = list(dropped)
+        result[split] = common.write_split(
+            remap_records(records, converted.names, space.names), options.output_dir, split,
+            num_shards=shards[split], source=source, max_side=options.max_side,
+            num_workers=options.num_workers, num_parts=options.num_parts,
+            part_index=options.part_index, progress=options.progress, extra=details)
+    return result
+
+
+def print_result(result: dict) -> None:
+    """The end-of-run lines: label counts and the selection counts per split (write_split
+    already printed each split's table)."""
+    labels = result["labels"]
+    print(f"labels: {labels['num_labels']} ({labels['num_seen']} seen, "
+          f"{labels['num_unseen']} unseen, {len(labels['dropped'])} dropped without a vector)")
+    for split, counts in result["selection"].items():
+        shown = {k: v for k, v in counts.items() if isinstance(v, int)}
+        print(f"{split}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        summary = result.get(split)
+        if summary and "num_examples" in summary:
+            print(f"{split}: {summary['num_examples']} examples written, "
+                  f"{summary['num_skipped']} images skipped, shards complete "
+                  f"{summary['shards_complete']}/{summary['num_shards']}")
+
+
+def run(prepare_fn, config) -> int:
+    """Calls `prepare_fn(config)` for an entry point: prints the result, and turns a
+    DataPrepError into a one-line message and exit status 1 (no traceback)."""
+    try:
+        result = prepare_fn(config)
+    except common.DataPrepError as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_result(result)
+    return 0
+
+
+def require_flags(*names: str) -> None:
+    """UsageError naming the first missing required flag."""
+    for name in names:
+        if flags.FLAGS[name].value in (None, ""):
+            raise app.UsageError(f"--{name} is required")
+
+
+# --- Entry point -----------------------------------------------------------------------------
+
+
+def define_flags() -> None:
+    """Defines this entry point's flags (plus the common ones) on the global absl FLAGS."""
+    common.define_common_flags()
+    if "train_annotations" in flags.FLAGS:
+        return
+    flags.DEFINE_string("train_annotations", None,
+                        "COCO-format JSON of the training pool (instances_train2014.json).")
+    flags.DEFINE_string("val_annotations", None,
+                        "COCO-format JSON of the test pool (instances_val2014.json).")
+    flags.DEFINE_string("train_images", None, "Folder of the train images (train2014/).")
+    flags.DEFINE_string("val_images", None, "Folder of the val images (val2014/).")
+    flags.DEFINE_string("train_image_ids", None,
+                        "Optional list (one image id or file name per line) fixing the train "
+                        "images exactly.")
+    flags.DEFINE_string("test_image_ids", None,
+                        "Optional list (one image id or file name per line) fixing the test "
+                        "images exactly.")
+
+
+def main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    require_flags("train_annotations", "val_annotations", "train_images", "val_images")
+    f = flags.FLAGS
+    config = CocoConfig(
+        train_annotations=f.train_annotations, val_annotations=f.val_annotations,
+        train_images=f.train_images, val_images=f.val_images,
+        train_image_ids=f.train_image_ids, test_image_ids=f.test_image_ids,
+        options=common.common_options_from_flags())
+    return run(prepare, config)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

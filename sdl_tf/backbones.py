@@ -1,0 +1,215 @@
+"""Backbone registry: CNN feature extractors for the SDL model (paper section 3.1, Figure 2).
+
+The paper uses TResNet-M; Keras ships ResNets, so ResNet50 is the default. Every backbone here
+takes float32 images that went through its own `ImagePreprocessing` mode (the model applies it,
+so serving sends raw 0-255 RGB) and returns a feature map (B, h, w, F) or a pooled vector (B, F).
+
+Registry names: `resnet50`, `resnet101`, `mobilenet_v3_small`, `efficientnet_b0`, `tiny`
+(a 4-conv GroupNorm CNN for the demo and tests) and `hub:<handle-or-path>` (a frozen
+SavedModel feature extractor through `keras.layers.TFSMLayer`; a TF-Hub handle is resolved with
+`tensorflow_hub` when it is installed, a local SavedModel directory works without it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import keras
+
+PREPROCESS_MODES = ("caffe", "raw", "unit", "symmetric")
+
+
+class BackboneError(ValueError):
+    """A backbone cannot be built (unknown name, weights unavailable, bad SavedModel)."""
+
+
+@keras.saving.register_keras_serializable(package="sdl_tf")
+class ImagePreprocessing(keras.layers.Layer):
+    """Maps uint8/0-255 RGB images to what a backbone expects, inside the model.
+
+    Modes: `caffe` (RGB->BGR, subtract the ImageNet channel means: Keras ResNet weights),
+    `raw` (0-255 floats: backbones with their own rescaling, e.g. MobileNetV3/EfficientNet),
+    `unit` ([0, 1]: TF-Hub image models, the tiny CNN), `symmetric` ([-1, 1]).
+
+    Args:
+        mode: one of `PREPROCESS_MODES`.
+
+    Call:
+        images: (B, H, W, 3) any numeric dtype, 0-255 RGB. Returns float (B, H, W, 3).
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"preprocessing mode must be one of {PREPROCESS_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        x = keras.ops.cast(images, self.compute_dtype)
+        if self.mode == "caffe":
+            x = keras.ops.flip(x, axis=-1)  # RGB -> BGR
+            mean = keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+            return x - mean
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "symmetric":
+            return x / 127.5 - 1.0
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config["mode"] = self.mode
+        return config
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one registered backbone.
+
+    Attributes:
+        constructor: `(input_shape, weights) -> keras.Model`; weights is `imagenet` or None.
+        preprocess: `ImagePreprocessing` mode for its inputs.
+        min_size: smallest supported input side.
+        has_imagenet: whether `weights=imagenet` exists for it.
+    """
+
+    constructor: Callable[..., keras.Model]
+    preprocess: str
+    min_size: int = 32
+    has_imagenet: bool = True
+
+
+def _keras_app(fn, **extra):
+    def build(input_shape, weights):
+        return fn(include_top=False, weights=weights, input_shape=input_shape, **extra)
+
+    return build
+
+
+def _tiny(input_shape, weights):
+    """A 4-conv CNN (~100k parameters) so the demo and tests train in seconds on a CPU.
+
+    GroupNorm instead of BatchNorm: its statistics are per example, so a batch split across
+    replicas gives exactly the single-device result (the distributed tests rely on that).
+    """
+    del weights
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, filters in enumerate((32, 64, 128, 128)):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
+                                name=f"conv{i}")(x)
+        x = keras.layers.GroupNormalization(groups=8, name=f"gn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+    return keras.Model(inputs, x, name="tiny")
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet50": BackboneSpec(_keras_app(keras.applications.ResNet50), "caffe"),
+    "resnet101": BackboneSpec(_keras_app(keras.applications.ResNet101), "caffe"),
+    "mobilenet_v3_small": BackboneSpec(
+        _keras_app(keras.applications.MobileNetV3Small, include_preprocessing=True), "raw"
+    ),
+    "efficientnet_b0": BackboneSpec(_keras_app(keras.applications.EfficientNetB0), "raw"),
+    "tiny": BackboneSpec(_tiny, "unit", min_size=16, has_imagenet=False),
+}
+
+HUB_PREFIX = "hub:"
+
+
+def resolve_hub_handle(handle: str) -> str:
+    """Returns a local SavedModel directory for a `hub:` handle.
+
+    A local directory (containing `saved_model.pb`) is used as is; anything else needs the
+    optional `tensorflow_hub` package (`pip install sdl-tf[hub]`), which resolves (and caches)
+    the handle. Nothing is downloaded in tests or the demo: they use local paths.
+    """
+    path = os.path.expanduser(handle)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise BackboneError(f"hub backbone {handle!r}: directory has no saved_model.pb")
+        return path
+    try:
+        import tensorflow_hub as hub  # optional extra
+    except ImportError as e:
+        raise BackboneError(
+            f"hub backbone {handle!r} is not a local SavedModel directory and tensorflow_hub is "
+            "not installed (pip install 'sdl-tf[hub]'), or pass a local SavedModel path"
+        ) from e
+    try:
+        return hub.resolve(handle)
+    except Exception as e:  # network / cache errors come in many types
+        raise BackboneError(f"hub backbone {handle!r}: could not resolve: {e}") from e
+
+
+def _first_output(outputs):
+    if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise BackboneError(
+                f"hub SavedModel signature returns {sorted(outputs)}; expected a single output"
+            )
+        return next(iter(outputs.values()))
+    if isinstance(outputs, (list, tuple)):
+        return outputs[0]
+    return outputs
+
+
+def build_backbone(name: str, input_shape, weights: str = "imagenet", trainable: bool = True):
+    """Builds a backbone.
+
+    Args:
+        name: a key of `BACKBONES` or `hub:<handle-or-path>`.
+        input_shape: (H, W, 3).
+        weights: `imagenet`, `none`, or a path to a Keras weights file for this backbone.
+        trainable: fine-tune the backbone (hub backbones are always frozen).
+
+    Returns:
+        (backbone, preprocess_mode): a callable mapping preprocessed float images (B, H, W, 3)
+        to features (B, h, w, F) or (B, F), and the `ImagePreprocessing` mode it expects.
+
+    Raises:
+        BackboneError: unknown name, ImageNet weights not obtainable offline, bad weights path.
+    """
+    if name.startswith(HUB_PREFIX):
+        path = resolve_hub_handle(name[len(HUB_PREFIX):])
+        try:
+            layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default", trainable=False,
+                                           name="hub_backbone")
+        except Exception as e:
+            raise BackboneError(f"hub backbone {path}: cannot load SavedModel: {e}") from e
+        return (lambda x: _first_output(layer(x))), "unit"
+
+    if name not in BACKBONES:
+        raise BackboneError(
+            f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or hub:<handle-or-path>"
+        )
+    spec = BACKBONES[name]
+    if min(input_shape[:2]) < spec.min_size:
+        raise BackboneError(f"backbone {name} needs image_size >= {spec.min_size}")
+    w = (weights or "none").strip()
+    if w.lower() == "imagenet":
+        if not spec.has_imagenet:
+            raise BackboneError(f"backbone {name} has no ImageNet weights; use --weights=none")
+        try:
+            model = spec.constructor(input_shape, "imagenet")
+        except Exception as e:  # urllib/HTTP/OS errors when offline
+            raise BackboneError(
+                f"could not obtain ImageNet weights for backbone {name} (no network?): {e}. "
+                "Put the Keras weights file in ~/.keras/models/, or pass --weights=<path> or "
+                "--weights=none"
+            ) from e
+    else:
+        model = spec.constructor(input_shape, None)
+        if w.lower() not in ("none", ""):
+            if not os.path.isfile(w):
+                raise BackboneError(f"backbone {name}: weights file not found: {w}")
+            try:
+                model.load_weights(w)
+            except Exception as e:
+                raise BackboneError(f"backbone {name}: cannot load weights from {w}: {e}") from e
+    model.trainable = trainable
+    return model, spec.preprocess

@@ -1,0 +1,250 @@
+"""Frozen configuration dataclasses for the model, the input pipeline and training.
+
+Entry points (`sdl_tf.train`, `sdl_tf.evaluate`) parse absl flags and build these; library code
+only ever sees the dataclasses. `TrainConfig` nests a `DataConfig` and a `ModelConfig`, and the
+whole tree round-trips through JSON (`to_dict` / `from_dict`), which is how `config.json` in a
+model directory is written and read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+SCORINGS = ("max", "l2")
+LOSS_MODES = ("paper", "official")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the SDL model (paper section 3.1, Figure 2).
+
+    Attributes:
+        backbone: registry name (`sdl_tf.backbones.BACKBONES`) or `hub:<handle-or-path>`.
+        weights: `imagenet`, `none`, or a path to a weights file (`.weights.h5` / `.h5`).
+        image_size: square input side H = W in pixels.
+        num_rows: M, the number of principal directions (rows of the matrix A_i).
+        dim: d, the word-vector dimension (taken from the label space when 0).
+        dropout: dropout rate before the final dense layer (0.5 in the paper).
+        trainable_backbone: fine-tune the backbone end to end (paper) or freeze it.
+    """
+
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    image_size: int = 224
+    num_rows: int = 7
+    dim: int = 300
+    dropout: float = 0.5
+    trainable_backbone: bool = True
+
+    def __post_init__(self):
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if self.num_rows < 1:
+            raise ValueError(f"num_rows (M) must be >= 1, got {self.num_rows}")
+        if self.dim < 0:
+            raise ValueError(f"dim must be >= 0, got {self.dim}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline settings.
+
+    Attributes:
+        data_dir: a prepared dataset directory (label space + TFRecord shards + summaries).
+        train_split / val_split / test_split: split names of the shards.
+        val_fraction: when there are no `val_split` shards, the fraction of training images
+            (chosen by a hash of the image id, so stable across runs) held out for validation;
+            0 disables validation.
+        shuffle_buffer: example shuffle buffer size for training.
+        augment: ImageNet-style augmentation (random resized crop, flip, colour) for training.
+        cutout: side of the cutout square as a fraction of the image side (0 disables).
+        min_crop_area: lower bound of the random-resized-crop area fraction.
+        num_parallel_calls: tf.data parallelism (-1 = AUTOTUNE).
+        cache_eval: cache decoded evaluation images in memory (small datasets only).
+    """
+
+    data_dir: str = ""
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    val_fraction: float = 0.0
+    shuffle_buffer: int = 2048
+    augment: bool = True
+    cutout: float = 0.5
+    min_crop_area: float = 0.25
+    num_parallel_calls: int = -1
+    cache_eval: bool = False
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.cutout < 1.0:
+            raise ValueError(f"cutout must be in [0, 1), got {self.cutout}")
+        if not 0.0 < self.min_crop_area <= 1.0:
+            raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run (paper section 4.1, "Implementation Details").
+
+    Attributes:
+        model_dir: output directory (layout in docs/design.md).
+        data / model: nested configs.
+        epochs, batch_size: the global batch size summed over all replicas and workers.
+        steps_per_epoch: cap on steps per epoch (0 = one pass over the training split).
+        learning_rate: the one-cycle maximum (1e-4 in the paper).
+        weight_decay: decoupled ("true") weight decay of AdamW (3e-4 in the paper).
+        warmup_fraction: fraction of all steps spent rising to the maximum (one-cycle pct_start).
+        div_factor / final_div_factor: one-cycle start lr = max/div, final lr = start/final_div.
+        reg_lambda, use_sdw, use_reg, scoring, loss_mode: passed to `SDLLoss` (eqs. 2-5).
+        strategy: default | mirrored | multi_worker | tpu; tpu_address for tpu.
+        mixed_precision: train with the `mixed_float16` policy (loss scaling included).
+        jit_compile: XLA-compile the train step.
+        checkpoint_every_steps: also checkpoint every N steps (checkpoints at epoch ends always).
+        max_checkpoints: how many checkpoints to keep.
+        log_every_steps: TensorBoard scalar frequency.
+        eval_ks: K values of P/R/F1@K for validation and evaluation.
+        eval_batch_size: batch size of validation / evaluation.
+        max_eval_images: cap on validation images per epoch (0 = all).
+        seed: seeds model init, shuffling and augmentation.
+        overwrite: delete an existing run in model_dir and start again.
+    """
+
+    model_dir: str = ""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    epochs: int = 7
+    batch_size: int = 192
+    steps_per_epoch: int = 0
+    learning_rate: float = 1e-4
+    weight_decay: float = 3e-4
+    warmup_fraction: float = 0.2
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    reg_lambda: float = 0.3
+    use_sdw: bool = True
+    use_reg: bool = True
+    scoring: str = "max"
+    loss_mode: str = "paper"
+    strategy: str = "default"
+    tpu_address: str = ""
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 500
+    max_checkpoints: int = 3
+    log_every_steps: int = 10
+    eval_ks: tuple[int, ...] = (3, 5)
+    eval_batch_size: int = 64
+    max_eval_images: int = 0
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        if self.loss_mode not in LOSS_MODES:
+            raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        if not 0.0 < self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not self.eval_ks or any(k < 1 for k in self.eval_ks):
+            raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks}")
+        # Normalise lists from JSON/flags to a tuple so the config stays hashable.
+        object.__setattr__(self, "eval_ks", tuple(int(k) for k in self.eval_ks))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config tree as plain JSON-serialisable dicts."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys raise so typos in config.json are not ignored."""
+        d = dict(d)
+        data = DataConfig(**d.pop("data", {}))
+        model = ModelConfig(**d.pop("model", {}))
+        return cls(data=data, model=model, **d)
+
+    def replace(self, **changes) -> TrainConfig:
+        """`dataclasses.replace` shorthand."""
+        return dataclasses.replace(self, **changes)
+
+
+def save_config(config: TrainConfig, path: str) -> None:
+    """Writes `config` as indented JSON, atomically (temp file + rename)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def load_config(path: str) -> TrainConfig:
+    """Reads a `config.json` written by `save_config`."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+    try:
+        return TrainConfig.from_dict(d)
+    except TypeError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation (`python -m sdl_tf.evaluate`).
+
+    Attributes:
+        model_dir: a finished training run (model + label space + config.json); may be empty
+            for `baseline="random"` when `data_dir` and `output_dir` are given.
+        data_dir: prepared dataset (default: the one in the run's config.json).
+        split: shard split to evaluate (`test`; `val` for model selection).
+        output_dir: where results go (default `<model_dir>/eval`).
+        model_file: model file name inside model_dir.
+        ks: K values of P/R/F1@K (default: the run's eval_ks).
+        diverse_min_labels / diverse_k: Table 4's subset: images with more than this many
+            positives, scored at top-K.
+        batch_size, max_images (0 = all), image_size (0 = the model's).
+        baseline: "" (the model) or "random" (seeded uniform random scores, same protocol).
+        seed: seed of the random baseline.
+        scoring: "max" or "l2" (default: the run's).
+    """
+
+    model_dir: str = ""
+    data_dir: str = ""
+    split: str = "test"
+    output_dir: str = ""
+    model_file: str = "final.keras"
+    ks: tuple[int, ...] = ()
+    diverse_min_labels: int = 6
+    diverse_k: int = 10
+    batch_size: int = 64
+    max_images: int = 0
+    baseline: str = ""
+    seed: int = 0
+    scoring: str = ""
+
+    def __post_init__(self):
+        if self.baseline not in ("", "random"):
+            raise ValueError(f"baseline must be '' or 'random', got {self.baseline!r}")
+        if not self.model_dir and not (self.baseline and self.data_dir and self.output_dir):
+            raise ValueError("model_dir is required (or baseline=random with data_dir and "
+                             "output_dir)")
+        if self.scoring and self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))

@@ -1,0 +1,231 @@
+"""tf.data input pipelines over the prepared TFRecord shards (`sdl_tf.tfrecord_schema`).
+
+Training: shuffled shard order -> parallel deterministic interleave -> per-input-pipeline shard
+-> example shuffle -> repeat -> decode + ImageNet-style augmentation with cutout (parallel) ->
+per-replica batches -> prefetch. Everything random is seeded by (seed, epoch) and, for the
+augmentation, by the example's position in the epoch's stream (stateless ops), so epoch e is the
+same stream in every run. That is what makes resume exact: a restarted run rebuilds epoch e and
+skips the examples it already consumed (before decoding them).
+
+Evaluation: shards in order, decode, resize to the model size, multi-hot targets over all labels.
+
+Images leave the pipeline as uint8 (B, H, W, 3); the model does its own preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from sdl_tf import tfrecord_schema
+from sdl_tf.config import DataConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+_HASH_BUCKETS = 10000
+# ImageNet mean RGB: cutout fills with it so the hole is ~0 after mean subtraction, as in
+# DeVries & Taylor (paper ref. [12]) who cut out normalised images.
+_FILL_RGB = (124.0, 116.0, 104.0)
+
+
+def has_split(data_dir: str, split: str) -> bool:
+    """Whether `data_dir` holds a (complete) shard set for `split`."""
+    try:
+        tfrecord_schema.list_shards(data_dir, split)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def count_examples(data_dir: str, split: str) -> int:
+    """Number of examples in a split: from `<split>-summary.json`, else by counting records."""
+    path = tfrecord_schema.summary_path(data_dir, split)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+        for key in ("num_examples", "num_written", "written", "num_images", "count"):
+            if isinstance(summary.get(key), int):
+                return summary[key]
+    files = tfrecord_schema.list_shards(data_dir, split)
+    return int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64),
+                                                     lambda n, _: n + 1).numpy())
+
+
+def _in_val_fraction(image_id, fraction: float):
+    """Stable hash split of training images into a held-out validation part."""
+    bucket = tf.strings.to_hash_bucket_fast(image_id, _HASH_BUCKETS)
+    return bucket < int(round(fraction * _HASH_BUCKETS))
+
+
+def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
+    """Decodes and augments one JPEG: random resized crop, flip, colour, cutout.
+
+    Args:
+        image_bytes: tf.string scalar (JPEG).
+        seed: int32 (2,) stateless seed of this example.
+
+    Returns:
+        uint8 (image_size, image_size, 3).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=6)
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+        seed=seeds[0],
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(cfg.min_crop_area, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+    image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    image = tf.image.stateless_random_brightness(image, 0.1 * 255.0, seeds[2])
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[3])
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    if cfg.cutout > 0:
+        image = _cutout(image, seeds[4], int(round(cfg.cutout * image_size)))
+    return tf.cast(tf.round(image), tf.uint8)
+
+
+def _cutout(image, seed, side: int):
+    """Fills one side x side square (centre uniform over the image, clipped at the borders)."""
+    size = tf.shape(image)[0]
+    center = tf.random.stateless_uniform([2], seed, 0, size, dtype=tf.int32)
+    lo = tf.maximum(center - side // 2, 0)
+    hi = tf.minimum(center + (side - side // 2), size)
+    rows = tf.range(size)
+    inside_r = (rows >= lo[0]) & (rows < hi[0])
+    inside_c = (rows >= lo[1]) & (rows < hi[1])
+    mask = tf.cast(inside_r[:, None] & inside_c[None, :], image.dtype)[..., None]
+    fill = tf.constant(_FILL_RGB, image.dtype)
+    return image * (1.0 - mask) + fill * mask
+
+
+def decode_eval_image(image_bytes, image_size: int):
+    """Decodes a JPEG and resizes it (whole image, no crop) to uint8 (image_size, image_size, 3)."""
+    image = tf.io.decode_jpeg(image_bytes, channels=3)
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def train_dataset(
+    cfg: DataConfig,
+    *,
+    image_size: int,
+    seen_indices,
+    num_labels: int,
+    batch_size: int,
+    epoch: int,
+    seed: int = 0,
+    skip_batches: int = 0,
+    num_batches: int | None = None,
+    num_input_pipelines: int = 1,
+    input_pipeline_id: int = 0,
+) -> tf.data.Dataset:
+    """One epoch of training batches for one input pipeline (one worker).
+
+    Args:
+        cfg: data config (`data_dir`, `train_split`, augmentation settings).
+        image_size: model input side.
+        seen_indices: (S,) int64 seen-label indices (target order, `LabelSpace.seen_indices`).
+        num_labels: C.
+        batch_size: batch size this pipeline emits (the per-replica batch under a strategy).
+        epoch: epoch number; seeds the shard order, the shuffle and the augmentation.
+        seed: run seed.
+        skip_batches: batches of this epoch already consumed (resume); skipped before decoding.
+        num_batches: batches in the epoch (the stream repeats, so every pipeline has enough);
+            None = unbounded.
+        num_input_pipelines / input_pipeline_id: record-level sharding between workers.
+
+    Yields:
+        (images uint8 (batch_size, H, W, 3), targets float32 (batch_size, S) in {1, 0, -1}).
+    """
+    files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
+    epoch_seed = seed * 1_000_003 + epoch
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    if num_input_pipelines > 1:
+        ds = ds.shard(num_input_pipelines, input_pipeline_id)
+    ds = ds.map(tfrecord_schema.parse_example, num_parallel_calls=AUTOTUNE)
+    if cfg.val_fraction > 0 and not has_split(cfg.data_dir, cfg.val_split):
+        ds = ds.filter(lambda ex: tf.logical_not(_in_val_fraction(ex["image_id"],
+                                                                  cfg.val_fraction)))
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=epoch_seed + 7919 * input_pipeline_id)
+    ds = ds.repeat()
+    ds = ds.enumerate()
+    if skip_batches:
+        ds = ds.skip(skip_batches * batch_size)
+    seen = tf.constant(seen_indices, tf.int64)
+    base = tf.constant([epoch_seed % (2**31 - 1), input_pipeline_id], tf.int64)
+
+    def prepare(index, ex):
+        if cfg.augment:
+            example_seed = tf.cast(tf.stack([base[0] + index, base[1]]), tf.int32)
+            image = _augment(ex["image_bytes"], example_seed, image_size, cfg)
+        else:
+            image = decode_eval_image(ex["image_bytes"], image_size)
+        targets = tfrecord_schema.train_targets(ex["positives"], ex["negatives"], seen,
+                                                num_labels)
+        return image, targets
+
+    ds = ds.map(prepare, num_parallel_calls=cfg.num_parallel_calls, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if num_batches is not None:
+        ds = ds.take(max(num_batches - skip_batches, 0))
+    return ds.prefetch(AUTOTUNE)
+
+
+def eval_dataset(
+    cfg: DataConfig,
+    split: str,
+    *,
+    image_size: int,
+    num_labels: int,
+    batch_size: int,
+    max_images: int = 0,
+    carve_from_train: bool = False,
+    with_ids: bool = False,
+) -> tf.data.Dataset:
+    """Evaluation batches in shard order.
+
+    Args:
+        cfg: data config.
+        split: shard split to read; with `carve_from_train`, the training split filtered to the
+            hashed `val_fraction` part instead.
+        image_size: model input side.
+        num_labels: C.
+        batch_size: batch size.
+        max_images: stop after this many images (0 = all).
+        with_ids: also yield the image ids.
+
+    Yields:
+        (images uint8 (B, H, W, 3), labels float32 (B, C) multi-hot[, ids string (B,)]).
+    """
+    files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split if carve_from_train
+                                        else split)
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=None)
+    ds = ds.map(tfrecord_schema.parse_example, num_parallel_calls=AUTOTUNE)
+    if carve_from_train:
+        ds = ds.filter(lambda ex: _in_val_fraction(ex["image_id"], cfg.val_fraction))
+    if max_images:
+        ds = ds.take(max_images)
+
+    def prepare(ex):
+        out = (decode_eval_image(ex["image_bytes"], image_size),
+               tfrecord_schema.eval_targets(ex["positives"], num_labels))
+        return (*out, ex["image_id"]) if with_ids else out
+
+    ds = ds.map(prepare, num_parallel_calls=cfg.num_parallel_calls, deterministic=True)
+    if cfg.cache_eval:
+        ds = ds.cache()
+    return ds.batch(batch_size).prefetch(AUTOTUNE)

@@ -1,0 +1,278 @@
+"""Evaluation: ZSL/GZSL mAP and P/R/F1@K (paper Tables 1-2), the diverse-image subset (Table 4).
+
+Protocol (`sdl_tf.metrics`): ZSL ranks only the unseen labels, GZSL all labels; images without
+a positive among the ranked labels are dropped; P/R/F1@K are micro-averaged; mAP is the mean
+over labels of the AP of ranking the images by that label's score (tag-based retrieval).
+
+Scores are s_ij = max_m (A_i t_j) (eq. 1) computed in streaming fashion, so memory stays
+O(batch x C) except for the (few) diverse images, whose score rows are kept for Table 4.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from sdl_tf import data as data_lib
+from sdl_tf.config import DataConfig, EvalConfig, load_config
+
+
+def log(msg: str) -> None:
+    print(f"[sdl_tf.evaluate] {msg}", file=sys.stderr, flush=True)
+
+
+def _predict_fn(model):
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        return model(images, training=False)
+
+    return predict
+
+
+class _DiverseCollector:
+    """Keeps score/label rows of images with more than `min_labels` positives (Table 4)."""
+
+    def __init__(self, unseen_indices, min_labels: int):
+        self.unseen = np.asarray(unseen_indices, np.int64)
+        self.min_labels = min_labels
+        self.rows = {"zsl": ([], []), "gzsl": ([], [])}
+
+    def update(self, scores, labels):
+        n_unseen = labels[:, self.unseen].sum(axis=1)
+        n_all = labels.sum(axis=1)
+        for task, n in (("zsl", n_unseen), ("gzsl", n_all)):
+            keep = n > self.min_labels
+            if keep.any():
+                self.rows[task][0].append(scores[keep])
+                self.rows[task][1].append(labels[keep])
+
+    def result(self, k: int) -> dict:
+        from sdl_tf.metrics import evaluate_scores
+
+        out = {}
+        for task in ("zsl", "gzsl"):
+            scores, labels = self.rows[task]
+            if not scores:
+                out[task] = {"num_images": 0, f"P@{k}": None, f"R@{k}": None, f"F1@{k}": None}
+                continue
+            r = evaluate_scores(np.concatenate(scores), np.concatenate(labels), self.unseen,
+                                ks=(k,))[task]
+            out[task] = {"num_images": int(r["num_images"]), f"P@{k}": float(r[f"P@{k}"]),
+                         f"R@{k}": float(r[f"R@{k}"]), f"F1@{k}": float(r[f"F1@{k}"])}
+        return out
+
+
+def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
+                         random_seed=None, diverse_min_labels=None, diverse_k=10,
+                         progress=False) -> dict:
+    """Runs the model over `dataset` and evaluates ZSL/GZSL.
+
+    Args:
+        model: SDL model (images uint8 (B, H, W, 3) -> matrices (B, M, d)); unused when
+            `random_seed` is given.
+        dataset: yields (images, labels (B, C) multi-hot) (`sdl_tf.data.eval_dataset`).
+        label_space: the `LabelSpace` (vectors and unseen flags, all C labels).
+        ks: K values for P/R/F1@K.
+        scoring: "max" (eq. 1) or "l2".
+        random_seed: if not None, score with seeded uniform random numbers (random baseline).
+        diverse_min_labels: if set, also evaluate images with more than this many positives
+            at top-`diverse_k` (Table 4), under key "diverse".
+        progress: print a progress bar.
+
+    Returns:
+        The `ZSLEvaluator.result()` dict ({"zsl": ..., "gzsl": ...}) plus "diverse" if asked.
+    """
+    import keras
+
+    from sdl_tf.metrics import ZSLEvaluator
+    from sdl_tf.scoring import numpy_scores
+
+    evaluator = ZSLEvaluator(label_space.vectors, label_space.unseen_indices, ks=tuple(ks),
+                             scoring=scoring)
+    diverse = (_DiverseCollector(label_space.unseen_indices, diverse_min_labels)
+               if diverse_min_labels is not None else None)
+    rng = np.random.default_rng(random_seed) if random_seed is not None else None
+    predict = _predict_fn(model) if rng is None else None
+    bar = keras.utils.Progbar(None, unit_name="image") if progress else None
+    seen = 0
+    for batch in dataset:
+        images, labels = batch[0], batch[1].numpy()
+        if rng is not None:
+            scores = rng.random((labels.shape[0], label_space.num_labels), dtype=np.float32)
+        else:
+            matrices = predict(images).numpy().astype(np.float32)
+            scores = numpy_scores(matrices, label_space.vectors, scoring)
+        evaluator.update_scores(scores, labels)
+        if diverse is not None:
+            diverse.update(scores, labels)
+        seen += labels.shape[0]
+        if bar is not None:
+            bar.update(seen)
+    if seen == 0:
+        raise ValueError("the evaluation split yielded no images")
+    result = evaluator.result()
+    if diverse is not None:
+        result["diverse"] = diverse.result(diverse_k)
+        result["diverse"]["min_labels"] = diverse_min_labels
+        result["diverse"]["k"] = diverse_k
+    return result
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f}"
+
+
+def markdown_tables(result: dict, ks, method: str = "SDL") -> str:
+    """Tables 1-2 layout (P/R/F1 per K, then mAP; rows ZSL and GZSL) and Table 4's subset."""
+    head = "| Method | Task |" + "".join(f" P@{k} | R@{k} | F1@{k} |" for k in ks) + " mAP |"
+    sep = "|---|---|" + "---|---|---|" * len(ks) + "---|"
+    lines = [head, sep]
+    for i, task in enumerate(("zsl", "gzsl")):
+        r = result[task]
+        cells = "".join(f" {_fmt(r[f'P@{k}'])} | {_fmt(r[f'R@{k}'])} | {_fmt(r[f'F1@{k}'])} |"
+                        for k in ks)
+        lines.append(f"| {method if i == 0 else ''} | {task.upper()} |{cells} {_fmt(r['mAP'])} |")
+    lines.append("")
+    lines.append(f"Images: ZSL {result['zsl']['num_images']}, GZSL {result['gzsl']['num_images']}"
+                 f"; labels: ZSL {result['zsl']['num_labels']}, GZSL "
+                 f"{result['gzsl']['num_labels']}.")
+    if "diverse" in result:
+        d = result["diverse"]
+        k = d["k"]
+        lines += ["", f"Diverse images (more than {d['min_labels']} positives, top-{k}; "
+                  "Table 4):", "", f"| Task | images | P@{k} | R@{k} | F1@{k} |",
+                  "|---|---|---|---|---|"]
+        for task in ("zsl", "gzsl"):
+            r = d[task]
+            lines.append(f"| {task.upper()} | {r['num_images']} | {_fmt(r[f'P@{k}'])} | "
+                         f"{_fmt(r[f'R@{k}'])} | {_fmt(r[f'F1@{k}'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_label_csv(result: dict, label_space, label_counts) -> str:
+    """CSV: label, unseen, num_positives, zsl_ap, gzsl_ap (percent; empty = not evaluated)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["label", "unseen", "num_positives", "zsl_ap", "gzsl_ap"])
+    zsl = np.asarray(result["zsl"]["per_label_ap"], np.float64)
+    gzsl = np.asarray(result["gzsl"]["per_label_ap"], np.float64)
+    for i, name in enumerate(label_space.names):
+        w.writerow([name, int(bool(label_space.unseen[i])), int(label_counts[i]),
+                    "" if np.isnan(zsl[i]) else f"{zsl[i]:.4f}",
+                    "" if np.isnan(gzsl[i]) else f"{gzsl[i]:.4f}"])
+    return buf.getvalue()
+
+
+def _jsonable(result: dict) -> dict:
+    out = {}
+    for key, value in result.items():
+        if key == "per_label_ap":
+            continue
+        if isinstance(value, dict):
+            out[key] = _jsonable(value)
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class _CountingDataset:
+    """Wraps an eval dataset to count positives per label while iterating."""
+
+    def __init__(self, ds, num_labels):
+        self.ds = ds
+        self.counts = np.zeros(num_labels, np.int64)
+
+    def __iter__(self):
+        for images, labels in self.ds:
+            self.counts += labels.numpy().astype(np.int64).sum(axis=0)
+            yield images, labels
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluates a trained run (or the random baseline) and writes the results.
+
+    Writes `<prefix>metrics.json`, `<prefix>metrics.md` and `<prefix>per_label_ap.csv` into
+    `cfg.output_dir` (default `<model_dir>/eval`), prefix `<split>_` (`random_<split>_` for the
+    baseline), and prints the markdown tables.
+
+    Returns:
+        The JSON-able result: {"zsl", "gzsl", "diverse", "split", "method", "files", ...}.
+    """
+    from sdl_tf.label_space import LabelSpace
+
+    run_config = None
+    if cfg.model_dir:
+        cfg_path = os.path.join(cfg.model_dir, "config.json")
+        if os.path.isfile(cfg_path):
+            run_config = load_config(cfg_path)
+    data_dir = cfg.data_dir or (run_config.data.data_dir if run_config else "")
+    if not data_dir:
+        raise ValueError("--data_dir is required (no config.json in the model dir)")
+    ks = cfg.ks or (run_config.eval_ks if run_config else (3, 5))
+    scoring = cfg.scoring or (run_config.scoring if run_config else "max")
+    data_cfg = run_config.data if run_config else DataConfig()
+    data_cfg = DataConfig(**{**data_cfg.__dict__, "data_dir": data_dir})
+
+    if cfg.baseline == "random":
+        model = None
+        label_space = LabelSpace.load(cfg.model_dir if cfg.model_dir and os.path.isfile(
+            os.path.join(cfg.model_dir, "labels.json")) else data_dir)
+        image_size = 32  # images are not looked at; decode small
+        method = f"Random (seed {cfg.seed})"
+    else:
+        from sdl_tf.model import load_model_dir
+
+        model, label_space = load_model_dir(cfg.model_dir, cfg.model_file)
+        image_size = int(model.input_shape[1])
+        method = "SDL" if (run_config is None or run_config.model.num_rows > 1
+                           or run_config.use_sdw or run_config.use_reg) else "Fast0Tag"
+        if run_config is not None:
+            method += f" (M={run_config.model.num_rows})"
+    data_labels = LabelSpace.load(data_dir)
+    if tuple(data_labels.names) != tuple(label_space.names):
+        raise ValueError(f"label space of {data_dir} differs from the model's ({cfg.model_dir})")
+
+    ds = data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
+                               num_labels=label_space.num_labels, batch_size=cfg.batch_size,
+                               max_images=cfg.max_images)
+    counting = _CountingDataset(ds, label_space.num_labels)
+    log(f"evaluating {method} on {data_dir} split {cfg.split!r} (K = {list(ks)})")
+    result = predict_and_evaluate(
+        model, counting, label_space, ks=ks, scoring=scoring,
+        random_seed=cfg.seed if cfg.baseline == "random" else None,
+        diverse_min_labels=cfg.diverse_min_labels, diverse_k=cfg.diverse_k, progress=progress,
+    )
+
+    out_dir = cfg.output_dir or os.path.join(cfg.model_dir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    prefix = f"{'random_' if cfg.baseline else ''}{cfg.split}_"
+    files = {name: os.path.join(out_dir, prefix + name)
+             for name in ("metrics.json", "metrics.md", "per_label_ap.csv")}
+    table = markdown_tables(result, ks, method)
+    summary = _jsonable(result)
+    summary.update({"method": method, "split": cfg.split, "data_dir": data_dir,
+                    "model_dir": cfg.model_dir, "ks": list(ks), "scoring": scoring,
+                    "files": files})
+    if cfg.baseline:
+        summary["seed"] = cfg.seed
+    _write(files["per_label_ap.csv"], per_label_csv(result, label_space, counting.counts))
+    _write(files["metrics.md"], f"# {method} on {cfg.split}\n\n{table}")
+    _write(files["metrics.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(f"\n{method} on {data_dir} ({cfg.split}):\n\n{table}", flush=True)
+    log(f"wrote {', '.join(files.values())}")
+    return summary

@@ -1,0 +1,232 @@
+"""The Semantic Diversity Learning loss (paper section 3.3, eqs. 1-5).
+
+For one image with matrix A (M, d), positive label set P and negative set N (every seen label
+that is not positive: 0 = unknown and -1 = verified negative both count as negative, as in the
+authors' code), with label word vectors t_c:
+
+* eq. (1): s_c = max_m (A t_c); u_jk = s_k - s_j for j in P, k in N;
+* eq. (2): rank = w_d / (|P||N|) * sum_{j,k} log(1 + exp(u_jk));
+* eq. (3): w_d (SDW) = 1 + sum over the d dimensions of the unbiased variance of {t_j : j in P}
+  (0 variance when |P| = 1);
+* eq. (4): reg = sum over the d columns of the unbiased variance across the M rows of A
+  (0 when M = 1);
+* eq. (5): loss = (1 - lt) * rank + lt * reg with lt = lambda / |N|, where lambda is the
+  per-image-invariant regularisation weight of the paper (default 0.3).
+
+Implementation notes:
+
+* Vectorised over the batch. The pairwise term only needs each image's positives, so the
+  positive indices are gathered into a (B, P_max) padded table (top_k on the positive mask,
+  P_max = largest |P| in the batch); the pairwise tensor is (B, P_max, C), never (B, C, C).
+* softplus(x) = log(1 + exp(x)) is evaluated by the numerically stable kernel, so large score
+  gaps neither overflow nor give NaN gradients.
+* Half-precision inputs (float16/bfloat16) are computed in float32; float64 stays float64.
+* Edge cases: an image with no positive contributes exactly 0 (with zero gradient); an image
+  with no negative has no pairs (rank = 0) and uses lt = lambda / max(|N|, 1).
+
+``mode="official"`` reproduces the scale of the authors' PyTorch code (which normalises by |P|
+only): 2 * ((1 - lambda) * |N| * rank + lambda * reg) when the regulariser is active (M > 1),
+else |N| * rank. ``rank`` and ``reg`` are the paper's terms above in both modes.
+"""
+
+import keras
+import numpy as np
+
+from sdl_tf import scoring as scoring_lib
+
+MODES = ("paper", "official")
+
+
+def _compute_dtype(dtype):
+    """float64 stays float64; every other float (incl. float16/bfloat16) computes in float32."""
+    return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
+
+
+def sdl_loss_terms(
+    y_true,
+    y_pred,
+    label_vectors,
+    reg_lambda=0.3,
+    use_sdw=True,
+    use_reg=True,
+    scoring="max",
+    mode="paper",
+):
+    """Per-image SDL loss and its terms (eqs. 1-5), cheap and graph compatible.
+
+    Args:
+        y_true: (B, C) targets over the C seen labels: 1 positive, 0 or -1 negative.
+        y_pred: (B, M, d) per-image matrices A.
+        label_vectors: (C, d) seen-label word vectors (l2-normalised in the paper).
+        reg_lambda: the paper's lambda (= lambda_tilde * |N|); lt = reg_lambda / |N| per image.
+        use_sdw: multiply the rank term by the semantic diversity weight (eq. 3); else weight 1.
+        use_reg: add the row-variance regulariser (eq. 4); off is the same as reg_lambda = 0.
+        scoring: "max" (eq. 1) or "l2" (norm of A t, the section 4.1 baseline).
+        mode: "paper" (eq. 5) or "official" (the authors' code's scaling, see module doc).
+
+    Returns:
+        dict with "loss", "rank", "reg", "sdw", each a (B,) tensor in float32 (float64 if
+        `y_pred` is float64). Images without positives get 0 for loss, rank and reg.
+    """
+    scoring_lib.check_scoring(scoring)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    ops = keras.ops
+    y_pred = ops.convert_to_tensor(y_pred)
+    dtype = _compute_dtype(y_pred.dtype)
+    matrices = ops.cast(y_pred, dtype)
+    vectors = ops.cast(ops.convert_to_tensor(label_vectors), dtype)
+    y_true = ops.cast(ops.convert_to_tensor(y_true), dtype)
+    positive = ops.cast(y_true > 0.5, dtype)  # (B, C); 0 and -1 are both negatives
+    negative = 1.0 - positive
+    num_labels = ops.shape(positive)[1]
+    n_pos = ops.sum(positive, axis=1)  # (B,)
+    n_neg = ops.cast(num_labels, dtype) - n_pos
+    has_pos = n_pos > 0
+
+    scores = scoring_lib.scores_from_matrices(matrices, vectors, scoring)  # (B, C), eq. (1)
+
+    # Padded positive indices: top_k of the 0/1 mask returns the positives first (k = largest
+    # |P| in the batch, at least 1 so shapes stay non-empty); `valid` masks the padding.
+    p_max = ops.maximum(ops.cast(ops.max(n_pos), "int32"), 1)
+    _, pos_idx = ops.top_k(positive, p_max, sorted=True)  # (B, P)
+    valid = ops.cast(
+        ops.arange(p_max, dtype="int32")[None, :] < ops.cast(n_pos, "int32")[:, None], dtype
+    )  # (B, P)
+
+    # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j), shape (B, P, C).
+    pos_scores = ops.take_along_axis(scores, pos_idx, axis=1)  # (B, P)
+    pair_loss = ops.softplus(scores[:, None, :] - pos_scores[:, :, None])
+    per_positive = ops.sum(pair_loss * negative[:, None, :], axis=2)  # (B, P)
+    pair_sum = ops.sum(per_positive * valid, axis=1)  # (B,)
+    rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
+
+    # eq. (3): SDW from the positives' word vectors (gathered, (B, P, d)); constant w.r.t. A.
+    if use_sdw:
+        pos_vectors = ops.take(vectors, pos_idx, axis=0) * valid[:, :, None]
+        mean = ops.sum(pos_vectors, axis=1, keepdims=True) / ops.maximum(n_pos, 1.0)[:, None, None]
+        centred = (pos_vectors - mean) * valid[:, :, None]
+        variance = ops.sum(ops.square(centred), axis=(1, 2)) / ops.maximum(n_pos - 1.0, 1.0)
+        sdw = 1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance))
+        sdw = ops.stop_gradient(sdw)
+    else:
+        sdw = ops.ones_like(n_pos)
+    rank = sdw * rank
+
+    # eq. (4): unbiased variance across the M rows of A, summed over the d columns.
+    num_rows = matrices.shape[1]
+    if num_rows is None:
+        num_rows = ops.shape(matrices)[1]
+    row_mean = ops.mean(matrices, axis=1, keepdims=True)
+    reg = ops.sum(ops.square(matrices - row_mean), axis=(1, 2)) / ops.maximum(
+        ops.cast(num_rows, dtype) - 1.0, 1.0
+    )
+
+    # eq. (5), or the official scaling.
+    reg_on = use_reg and reg_lambda != 0
+    if mode == "paper":
+        if reg_on:
+            lt = reg_lambda / ops.maximum(n_neg, 1.0)
+            loss = (1.0 - lt) * rank + lt * reg
+        else:
+            loss = rank
+    else:
+        # The authors' code only has the regulariser for M > 1 (reg is 0 at M = 1 anyway, and
+        # their M = 1 loss is |N| * rank without the factor 2).
+        static_rows = matrices.shape[1]
+        if reg_on and (static_rows is None or static_rows > 1):
+            official_reg = 2.0 * ((1.0 - reg_lambda) * n_neg * rank + reg_lambda * reg)
+            loss = ops.where(ops.cast(num_rows, "int32") > 1, official_reg, n_neg * rank)
+        else:
+            loss = n_neg * rank
+
+    zeros = ops.zeros_like(loss)
+    return {
+        "loss": ops.where(has_pos, loss, zeros),
+        "rank": ops.where(has_pos, rank, zeros),
+        "reg": ops.where(has_pos, reg, zeros),
+        "sdw": sdw,
+    }
+
+
+@keras.saving.register_keras_serializable(package="sdl_tf")
+class SDLLoss(keras.losses.Loss):
+    """Semantic Diversity Learning loss (eqs. 1-5) as a serializable Keras loss.
+
+    `call(y_true (B, C), y_pred (B, M, d)) -> (B,)` returns the per-image loss; Keras applies
+    `reduction` (default: mean over the batch, the 1/N of eq. 5). Ablations: `use_sdw=False`,
+    `use_reg=False`, `scoring="l2"`; M = 1 with SDW and regulariser off is Fast0Tag.
+
+    Args:
+        label_vectors: (C, d) seen-label word vectors, in the order of y_true's columns.
+        reg_lambda: the paper's lambda (section 3.3), default 0.3.
+        use_sdw: apply the semantic diversity weight (eq. 3).
+        use_reg: apply the row-variance regulariser (eq. 4).
+        scoring: "max" (eq. 1) or "l2" (section 4.1 baseline).
+        mode: "paper" or "official" (see `sdl_tf.losses` module doc).
+        **kwargs: `name`, `reduction`, `dtype` of `keras.losses.Loss`. Leave `dtype` unset for
+            float32 (also under mixed precision); "float64" computes in float64.
+    """
+
+    def __init__(
+        self,
+        label_vectors,
+        reg_lambda=0.3,
+        use_sdw=True,
+        use_reg=True,
+        scoring="max",
+        mode="paper",
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "sdl_loss")
+        super().__init__(**kwargs)
+        vectors = np.asarray(label_vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.size == 0:
+            raise ValueError(f"label_vectors must be a non-empty (C, d) array, got {vectors.shape}")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("label_vectors contain NaN or inf")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.label_vectors = vectors
+        self._vectors32 = vectors.astype(np.float32)
+        self.reg_lambda = float(reg_lambda)
+        self.use_sdw = bool(use_sdw)
+        self.use_reg = bool(use_reg)
+        self.scoring = scoring_lib.check_scoring(scoring)
+        self.mode = mode
+
+    def call(self, y_true, y_pred):
+        """Per-image loss (B,) for targets (B, C) and matrices (B, M, d)."""
+        num_labels = y_true.shape[-1]
+        if num_labels is not None and num_labels != self.label_vectors.shape[0]:
+            raise ValueError(
+                f"y_true has {num_labels} labels but the loss has "
+                f"{self.label_vectors.shape[0]} label vectors"
+            )
+        dtype = _compute_dtype(y_pred.dtype)
+        vectors = self.label_vectors if dtype == "float64" else self._vectors32
+        return sdl_loss_terms(
+            y_true,
+            y_pred,
+            vectors,
+            reg_lambda=self.reg_lambda,
+            use_sdw=self.use_sdw,
+            use_reg=self.use_reg,
+            scoring=self.scoring,
+            mode=self.mode,
+        )["loss"]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "label_vectors": self.label_vectors.tolist(),
+                "reg_lambda": self.reg_lambda,
+                "use_sdw": self.use_sdw,
+                "use_reg": self.use_reg,
+                "scoring": self.scoring,
+                "mode": self.mode,
+                "dtype": self._dtype_policy.name,
+            }
+        )
+        return config

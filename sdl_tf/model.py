@@ -1,0 +1,99 @@
+"""The SDL model: image -> M x d matrix A_i of principal directions (paper section 3.1, Figure 2).
+
+    images uint8 (B, H, W, 3) -> ImagePreprocessing -> backbone -> global average pooling
+    -> dropout -> Dense(M * d, no bias) -> reshape -> "matrices" float32 (B, M, d)
+
+Label scores are then s_ij = max_m (A_i t_j) (eq. 1, `sdl_tf.scoring`), computed outside the
+model so that new (unseen) label vectors can be scored without touching it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from sdl_tf import backbones
+from sdl_tf.config import ModelConfig
+
+FINAL_MODEL_NAME = "final.keras"
+
+
+def build_model(cfg: ModelConfig) -> keras.Model:
+    """Builds the functional SDL model.
+
+    Args:
+        cfg: model config; `cfg.dim` must be the label-vector dimension d.
+
+    Returns:
+        A `keras.Model` with input `"images"` uint8 (None, H, W, 3) 0-255 RGB and output
+        `"matrices"` float32 (None, M, d). Under a mixed-precision policy the body runs in
+        float16 but the output layer is float32 (the ranking loss needs the precision).
+    """
+    if cfg.dim < 1:
+        raise ValueError("ModelConfig.dim must be set to the label-vector dimension")
+    size = cfg.image_size
+    images = keras.Input((size, size, 3), dtype="uint8", name="images")
+    backbone, mode = backbones.build_backbone(
+        cfg.backbone, (size, size, 3), cfg.weights, trainable=cfg.trainable_backbone
+    )
+    x = backbones.ImagePreprocessing(mode, name="preprocessing")(images)
+    features = backbone(x)
+    if len(features.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+    elif len(features.shape) != 2:
+        raise backbones.BackboneError(
+            f"backbone {cfg.backbone} returns rank-{len(features.shape)} features; need 2 or 4"
+        )
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(features)
+    # Bias-free: A_i is a linear function of the pooled features (Figure 2's modified last FC).
+    x = keras.layers.Dense(cfg.num_rows * cfg.dim, use_bias=False, dtype="float32",
+                           name="projection")(x)
+    matrices = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32", name="matrices")(x)
+    return keras.Model(images, matrices, name="sdl")
+
+
+def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> keras.Model:
+    """Loads a `.keras` SDL model (custom layers and `SDLLoss` are registered on import).
+
+    Args:
+        path: the `.keras` file.
+        compile: restore the compile state (loss, optimizer) too.
+        safe_mode: Keras safe mode; must be False for `hub:` backbones, whose `TFSMLayer`
+            reloads an external SavedModel (Keras refuses that in safe mode).
+    """
+    # Registers SDLLoss so compiled models deserialize; absent only mid-development.
+    try:
+        import sdl_tf.losses  # noqa: F401
+    except ImportError:
+        pass
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
+
+
+def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
+    """Loads a trained model directory written by `sdl_tf.training.train`.
+
+    Args:
+        model_dir: the directory (contains `final.keras`, `labels.json`, `label_vectors.npy`).
+        filename: the model file inside it.
+
+    Returns:
+        (model, label_space): the Keras model and the `LabelSpace` it was trained with.
+    """
+    from sdl_tf.label_space import LabelSpace
+
+    path = os.path.join(model_dir, filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: is {model_dir} a finished training run (sdl_tf.train)?"
+        )
+    # Our own training output: a hub backbone (TFSMLayer) needs Keras' unsafe mode to reload.
+    safe = True
+    cfg_path = os.path.join(model_dir, "config.json")
+    if os.path.isfile(cfg_path):
+        from sdl_tf.config import load_config
+
+        safe = not load_config(cfg_path).model.backbone.startswith(backbones.HUB_PREFIX)
+    return load_model(path, safe_mode=safe), LabelSpace.load(model_dir)

@@ -1,0 +1,280 @@
+"""SavedModel export: layout, signatures (saved_model_cli), separate-process equality, bad input.
+
+The helpers `tiny_model`, `tiny_label_space`, `make_images` and `export_tiny` are shared with the
+other serving tests (test_serving_client, test_predict, test_retrieval).
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from sdl_tf import exporting
+from sdl_tf.label_space import LabelSpace
+from sdl_tf.scoring import numpy_scores
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+PY = sys.executable
+SIZE, M, D = 32, 3, 8
+NAMES = ("red", "green", "blue", "circle", "square")
+UNSEEN = (False, False, True, False, True)
+# Images and models are tiny; float32 results of the same graph on the same CPU agree to ~1e-6,
+# the tolerance covers op-fusion differences between the Keras call and the loaded graph.
+ATOL = 1e-5
+
+
+def tiny_model(seed: int = 0) -> keras.Model:
+    """Any model meeting the contract: uint8 'images' (None, 32, 32, 3) -> 'matrices' (M, d)."""
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="images")
+    x = keras.layers.Rescaling(1.0 / 255.0)(keras.ops.cast(images, "float32"))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(M * D)(x)
+    matrices = keras.layers.Reshape((M, D), name="matrices")(x)
+    return keras.Model(images, matrices)
+
+
+def tiny_label_space(seed: int = 0) -> LabelSpace:
+    rng = np.random.default_rng(seed)
+    return LabelSpace.create(NAMES, UNSEEN, rng.normal(size=(len(NAMES), D)), source="random")
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt)
+    return buf.getvalue()
+
+
+def make_images(n: int, seed: int = 0, fmt: str = "JPEG") -> list[bytes]:
+    """n random-colour images of assorted sizes (so the in-graph resize is exercised)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = 24 + 8 * (i % 3), 40 - 4 * (i % 4)
+        base = rng.integers(0, 256, size=(1, 1, 3))
+        noise = rng.integers(-40, 40, size=(h, w, 3))
+        out.append(encode(np.clip(base + noise, 0, 255).astype(np.uint8), fmt))
+    return out
+
+
+def export_tiny(base_dir: str, version: int = 1, top_k: int = 3):
+    model, ls = tiny_model(), tiny_label_space()
+    path = exporting.export_saved_model(model, ls, base_dir, "sdl", version, top_k=top_k)
+    return model, ls, path
+
+
+def write_model_dir(model_dir: str):
+    """A model dir as training writes it (final.keras from build_model + tiny backbone, labels)."""
+    from sdl_tf.config import ModelConfig
+    from sdl_tf.model import FINAL_MODEL_NAME, build_model
+
+    os.makedirs(model_dir, exist_ok=True)
+    keras.utils.set_random_seed(3)
+    model = build_model(ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M,
+                                    dim=D))
+    model.save(os.path.join(model_dir, FINAL_MODEL_NAME))
+    ls = tiny_label_space()
+    ls.save(model_dir)
+    return model, ls
+
+
+def keras_reference(model, image_bytes):
+    """Keras-model matrices on the same decoded images (decode_and_resize run eagerly)."""
+    images, ok = exporting.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
+    return np.asarray(model(images, training=False)), ok.numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    base = str(tmp_path_factory.mktemp("export"))
+    model, ls, path = export_tiny(base)
+    return model, ls, path, base
+
+
+def test_layout_and_label_space_copy(exported):
+    _, ls, path, base = exported
+    assert path == os.path.join(base, "sdl", "1")
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+    assert os.path.isdir(os.path.join(path, "variables"))
+    # No temporary directory left next to the version.
+    assert sorted(os.listdir(os.path.join(base, "sdl"))) == ["1"]
+    extra = os.path.join(path, exporting.ASSETS_EXTRA)
+    copy = LabelSpace.load(extra)
+    assert copy.names == ls.names
+    np.testing.assert_array_equal(copy.vectors, ls.vectors)
+    with open(os.path.join(extra, exporting.EXPORT_INFO)) as f:
+        info = json.load(f)
+    assert info["image_size"] == [SIZE, SIZE] and info["num_matrix_rows"] == M
+    assert info["top_k"] == 3
+
+
+def _cli_signature(text: str, name: str) -> str:
+    start = text.index(f"signature_def['{name}']")
+    nxt = text.find("signature_def['", start + 1)
+    return text[start: nxt if nxt > 0 else len(text)]
+
+
+def test_saved_model_cli_signatures(exported):
+    _, _, path, _ = exported
+    cli = os.path.join(os.path.dirname(PY), "saved_model_cli")
+    text = subprocess.run([cli, "show", "--dir", path, "--all"], check=True,
+                          capture_output=True, text=True).stdout
+    c, k = len(NAMES), 3
+
+    def has(sig, io_kind, name, dtype, shape):
+        block = _cli_signature(text, sig)
+        entry = block[block.index(f"{io_kind}['{name}'] tensor_info:"):][:120]
+        assert f"dtype: {dtype}" in entry, (sig, name, entry)
+        assert f"shape: {shape}" in entry, (sig, name, entry)
+
+    has("serving_default", "inputs", "image_bytes", "DT_STRING", "(-1)")
+    has("serving_default", "outputs", "scores", "DT_FLOAT", f"(-1, {c})")
+    has("serving_default", "outputs", "top_k_labels", "DT_STRING", f"(-1, {k})")
+    has("serving_default", "outputs", "top_k_scores", "DT_FLOAT", f"(-1, {k})")
+    has("serving_default", "outputs", "top_k_unseen", "DT_BOOL", f"(-1, {k})")
+    has("serving_default", "outputs", "top_k_rows", "DT_INT32", f"(-1, {k})")
+    has("serving_default", "outputs", "ok", "DT_BOOL", "(-1)")
+    has("serving_default", "outputs", "error", "DT_STRING", "(-1)")
+    has("score_labels", "inputs", "image_bytes", "DT_STRING", "(-1)")
+    has("score_labels", "inputs", "label_vectors", "DT_FLOAT", f"(-1, {D})")
+    has("score_labels", "outputs", "scores", "DT_FLOAT", "(-1, -1)")
+    has("matrices", "inputs", "image_bytes", "DT_STRING", "(-1)")
+    has("matrices", "outputs", "matrices", "DT_FLOAT", f"(-1, {M}, {D})")
+
+
+_LOADER = r"""
+import sys, numpy as np, tensorflow as tf
+path, images_npz, out = sys.argv[1:4]
+data = [bytes(b) for b in np.load(images_npz, allow_pickle=False)["images"]]
+vecs = np.load(images_npz, allow_pickle=False)["vectors"]
+loaded = tf.saved_model.load(path)
+res = {}
+for k, v in loaded.signatures["serving_default"](image_bytes=tf.constant(data)).items():
+    res["default_" + k] = v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
+sl = loaded.signatures["score_labels"](image_bytes=tf.constant(data),
+                                       label_vectors=tf.constant(vecs))
+res["labels_scores"] = sl["scores"].numpy()
+res["matrices"] = loaded.signatures["matrices"](image_bytes=tf.constant(data))["matrices"].numpy()
+np.savez(out, **res)
+"""
+
+
+def test_separate_process_load_matches_keras(exported, tmp_path):
+    model, ls, path, _ = exported
+    data = make_images(3, seed=1) + make_images(2, seed=2, fmt="PNG")
+    extra = np.random.default_rng(5).normal(size=(4, D)).astype(np.float32)
+    inputs = str(tmp_path / "in.npz")
+    # Variable-length bytes as a fixed-width numpy bytes array: no pickle needed.
+    np.savez(inputs, images=np.array(data, dtype=bytes), vectors=extra)
+    out = str(tmp_path / "out.npz")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    subprocess.run([PY, "-c", _LOADER, path, inputs, out], check=True, env=env, timeout=300,
+                   cwd=ROOT)
+    got = np.load(out, allow_pickle=False)
+
+    ref, ok = keras_reference(model, data)
+    assert ok.all()
+    np.testing.assert_allclose(got["matrices"], ref, atol=ATOL)
+    ref_scores = numpy_scores(ref, ls.vectors)
+    np.testing.assert_allclose(got["default_scores"], ref_scores, atol=ATOL)
+    unit = extra / np.linalg.norm(extra, axis=1, keepdims=True)
+    np.testing.assert_allclose(got["labels_scores"], numpy_scores(ref, unit), atol=ATOL)
+    top = np.argsort(-ref_scores, axis=1)[:, :3]
+    np.testing.assert_array_equal(got["default_top_k_labels"], np.array(NAMES)[top])
+    np.testing.assert_array_equal(got["default_top_k_unseen"], np.array(UNSEEN)[top])
+    np.testing.assert_allclose(got["default_top_k_scores"],
+                               np.take_along_axis(ref_scores, top, 1), atol=ATOL)
+    rows = np.einsum("nmd,cd->nmc", ref, ls.vectors).argmax(axis=1)
+    np.testing.assert_array_equal(got["default_top_k_rows"], np.take_along_axis(rows, top, 1))
+    assert got["default_ok"].all() and (got["default_error"] == "").all()
+
+
+def test_bad_images_fail_per_image_and_empty_batch(exported):
+    model, ls, path, _ = exported
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    good = make_images(2, seed=3)
+    png = make_images(1, seed=4, fmt="PNG")[0]
+    bad = [b"", b"not an image at all", good[0][: len(good[0]) // 2], png[:-20], b"\xff\xd8"]
+    out = serve(image_bytes=tf.constant([good[0], *bad, good[1]]))
+    ok = out["ok"].numpy()
+    np.testing.assert_array_equal(ok, [True] + [False] * len(bad) + [True])
+    errors = out["error"].numpy()
+    assert errors[0] == b"" and all(b"not a complete JPEG or PNG" in e for e in errors[1:-1])
+    scores = out["scores"].numpy()
+    assert np.all(scores[1:-1] == 0.0)
+    assert np.all(out["top_k_labels"].numpy()[1:-1] == b"")
+    # The good images in a mixed batch score exactly as on their own.
+    alone = serve(image_bytes=tf.constant([good[0], good[1]]))["scores"].numpy()
+    np.testing.assert_allclose(scores[[0, -1]], alone, atol=ATOL)
+
+    empty = serve(image_bytes=tf.constant([], tf.string))
+    assert empty["scores"].shape == (0, len(NAMES))
+    assert empty["top_k_labels"].shape == (0, 3)
+    assert empty["ok"].shape == (0,)
+    m = loaded.signatures["matrices"](image_bytes=tf.constant([], tf.string))["matrices"]
+    assert m.shape == (0, M, D)
+
+
+def test_versions_overwrite_and_atomicity(tmp_path):
+    base = str(tmp_path)
+    model, ls = tiny_model(), tiny_label_space()
+    os.makedirs(os.path.join(base, "m", "1"))  # an existing version 1 (content irrelevant)
+    p2 = exporting.export_saved_model(model, ls, base, "m", None, top_k=2)
+    assert os.path.basename(p2) == "2"  # the next free version
+    with pytest.raises(exporting.ExportError, match="already exists"):
+        exporting.export_saved_model(model, ls, base, "m", 2)
+    mtime = os.path.getmtime(os.path.join(p2, "saved_model.pb"))
+    exporting.export_saved_model(model, ls, base, "m", 2, top_k=4, overwrite=True)
+    with open(os.path.join(p2, exporting.ASSETS_EXTRA, exporting.EXPORT_INFO)) as f:
+        assert json.load(f)["top_k"] == 4
+    assert os.path.getmtime(os.path.join(p2, "saved_model.pb")) >= mtime
+    assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2"]
+    # A failing export leaves nothing behind: wrong vector size for the model.
+    bad_ls = LabelSpace.create(["a", "b"], [False, True], np.eye(2, 3))
+    with pytest.raises(exporting.ExportError, match="d=3"):
+        exporting.export_saved_model(model, bad_ls, base, "m", 3)
+    assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2"]
+    assert exporting.resolve_export_path(os.path.join(base, "m")) == p2
+
+
+def test_contract_errors():
+    images = keras.Input((None, None, 3), dtype="uint8", name="images")
+    flat = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(images, "float32"))
+    model = keras.Model(images, keras.layers.Reshape((1, 3))(flat))
+    with pytest.raises(exporting.ExportError, match="fixed H, W"):
+        exporting.model_contract(model)
+
+
+def test_export_cli_from_build_model_dir(tmp_path):
+    """A model dir as training writes it (build_model + tiny backbone), exported by the CLI."""
+    model_dir = tmp_path / "run"
+    model, ls = write_model_dir(str(model_dir))
+    export_dir = tmp_path / "saved"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    cmd = [PY, "-m", "sdl_tf.export", f"--model_dir={model_dir}", f"--export_dir={export_dir}",
+           "--name=sdl", "--version=7", "--top_k=2"]
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    path = export_dir / "sdl" / "7"
+    assert "exported SavedModel to" in res.stdout
+    # Same config again through the library entry: refuses to overwrite version 7.
+    config = exporting.ExportConfig(model_dir=str(model_dir), export_dir=str(export_dir),
+                                    version=7)
+    with pytest.raises(exporting.ExportError, match="already exists"):
+        exporting.export_from_config(config)
+
+    data = make_images(2, seed=9)
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](
+        image_bytes=tf.constant(data))
+    ref, _ = keras_reference(model, data)
+    np.testing.assert_allclose(out["scores"].numpy(), numpy_scores(ref, ls.vectors), atol=ATOL)

@@ -1,0 +1,99 @@
+"""Tests for sdl_tf.model: the input/output contract, save/load round trip, load_model_dir."""
+
+import keras
+import numpy as np
+import pytest
+
+from sdl_tf.config import ModelConfig
+from sdl_tf.model import build_model, load_model, load_model_dir
+
+CFG = ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3, dim=8)
+
+
+def _images(n=4, size=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+
+def test_contract():
+    model = build_model(CFG)
+    assert model.inputs[0].name == "images"
+    assert model.inputs[0].dtype == "uint8"
+    assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
+    assert model.output_names == ["matrices"]
+    out = model(_images())
+    assert tuple(out.shape) == (4, 3, 8) and out.dtype == "float32"
+    # Bias-free projection (Figure 2's modified last FC layer) and dropout 0.5 by default.
+    proj = model.get_layer("projection")
+    assert proj.use_bias is False and proj.kernel.shape == (128, 24)
+    assert model.get_layer("dropout").rate == 0.5
+
+
+def test_dropout_only_in_training():
+    model = build_model(CFG)
+    x = _images()
+    a, b = model(x, training=False), model(x, training=False)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(model(x, training=True), a)
+
+
+def test_preprocessing_is_inside_the_model():
+    """Serving sends raw 0-255 RGB: the model output must depend on pixel values as uint8."""
+    model = build_model(CFG)
+    x = _images()
+    np.testing.assert_allclose(model(x), model(x.astype(np.float32)), rtol=1e-6)
+
+
+def test_keras_round_trip_identical(tmp_path):
+    model = build_model(CFG)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model(path)
+    x = _images(seed=3)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert [w.shape for w in loaded.weights] == [w.shape for w in model.weights]
+
+
+def test_compiled_round_trip_keeps_sdl_loss(tmp_path):
+    from sdl_tf.losses import SDLLoss
+
+    vectors = np.eye(5, 8, dtype=np.float32)
+    model = build_model(CFG)
+    model.compile(optimizer="adam", loss=SDLLoss(vectors, reg_lambda=0.2, use_sdw=False))
+    path = str(tmp_path / "c.keras")
+    model.save(path)
+    loaded = load_model(path, compile=True)
+    loss = loaded.loss
+    assert isinstance(loss, SDLLoss)
+    assert loss.reg_lambda == 0.2 and loss.use_sdw is False
+    np.testing.assert_array_equal(loss.label_vectors, vectors)
+
+
+def test_mixed_precision_output_stays_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(CFG)
+        assert model.get_layer("tiny").compute_dtype == "float16"
+        assert model(_images()).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_dim_required():
+    with pytest.raises(ValueError, match="dim"):
+        build_model(ModelConfig(backbone="tiny", weights="none", image_size=32, dim=0))
+
+
+def test_load_model_dir(tmp_path):
+    from sdl_tf.label_space import LabelSpace
+
+    model = build_model(CFG)
+    model.save(str(tmp_path / "final.keras"))
+    space = LabelSpace.create(["a", "b", "c"], [False, False, True],
+                              np.random.default_rng(0).normal(size=(3, 8)))
+    space.save(str(tmp_path))
+    loaded, loaded_space = load_model_dir(str(tmp_path))
+    assert loaded_space.names == ("a", "b", "c")
+    x = _images()
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(FileNotFoundError, match="finished training run"):
+        load_model_dir(str(tmp_path / "nothing"))
