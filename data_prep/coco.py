@@ -26,17 +26,15 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
-import numpy as np
 from absl import app, flags
 
 from data_prep import common
 from data_prep.common import DataPrepError, ImageRecord
-from sdl_tf.label_space import LabelSpace
+from data_prep.converters import Converted, require_flags, run, write_converted
 
-# The standard split (Bansal et al., ECCV 2018), in the order the brief/paper lists them.
+# The standard split (Bansal et al., ECCV 2018; the SDL paper, section 4.1).
 COCO_SEEN = (
     "person", "bicycle", "car", "motorcycle", "train", "truck", "boat", "bench", "bird",
     "horse", "sheep", "bear", "zebra", "giraffe", "backpack", "handbag", "suitcase", "frisbee",
@@ -74,6 +72,8 @@ class CocoConfig:
       train_image_ids: optional list file (one image id or file name per line) fixing the
         training images exactly.
       test_image_ids: the same for the test images.
+      test_requires_seen: test images must also hold a seen object (the paper's wording for
+        its 6,608 test images: "containing both seen and unseen objects").
     """
 
     train_annotations: str
@@ -83,28 +83,7 @@ class CocoConfig:
     options: common.CommonOptions
     train_image_ids: str | None = None
     test_image_ids: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Converted:
-    """What a dataset reader returns (shared shape across the converters).
-
-    Attributes:
-      names: all C label names in label-space order.
-      unseen: C flags, True for unseen labels.
-      splits: split name -> image records (label indices into `names`).
-      counts: split name (or "labels") -> {reason: count} of the selection.
-      lookup_names: optional word-vector lookup name per label when it differs from the
-        (unique) label name; several labels may share one lookup name.
-      label_ids: optional dataset-native id per label (Open Images MIDs).
-    """
-
-    names: tuple[str, ...]
-    unseen: tuple[bool, ...]
-    splits: dict[str, list[ImageRecord]]
-    counts: dict[str, dict[str, int]]
-    lookup_names: tuple[str, ...] | None = None
-    label_ids: tuple[str, ...] | None = None
+    test_requires_seen: bool = False
 
 
 def label_names() -> tuple[tuple[str, ...], tuple[bool, ...]]:
@@ -234,6 +213,7 @@ def select_split(
     image_dir: str,
     split: str,
     image_ids: Sequence[int] | None = None,
+    test_requires_seen: bool = False,
 ) -> tuple[list[ImageRecord], dict[str, int]]:
     """Applies the 48/17 split rule to one annotation file's images.
 
@@ -245,6 +225,7 @@ def select_split(
         (>= 1 unseen object; labels over all 65).
       image_ids: if given, exactly these images (the rule is not applied, but images with no
         label of the split's label set are still left out since they carry no target).
+      test_requires_seen: for "test", also require a seen object.
 
     Returns:
       (records sorted by image id, counts by reason).
@@ -280,6 +261,9 @@ def select_split(
             if image_ids is None and not has_unseen:
                 bump("excluded_no_unseen_object")
                 continue
+            if image_ids is None and test_requires_seen and not has_seen:
+                bump("excluded_no_seen_object")
+                continue
             labels = classes & (seen | unseen)
             if not labels:
                 bump("excluded_no_label")
@@ -304,7 +288,8 @@ def read_coco(config: CocoConfig) -> Converted:
         logging.info("Reading %s", ann)
         files, present = read_annotations(ann)
         ids = read_id_list(ids_path, files) if ids_path else None
-        splits[split], counts[split] = select_split(files, present, image_dir, split, ids)
+        splits[split], counts[split] = select_split(files, present, image_dir, split, ids,
+                                                    config.test_requires_seen)
         logging.info("%s: %s", split, counts[split])
     return Converted(names, unseen, splits, counts)
 
@@ -320,127 +305,6 @@ def prepare(config: CocoConfig) -> dict:
     num_shards = config.options.num_shards or 64
     return write_converted(converted, config.options, source="coco-2014-48-17",
                            shards={TRAIN: num_shards, TEST: max(1, num_shards // 8)})
-
-
-# --- Shared by the three dataset converters (coco, nus_wide, open_images) -------------------
-
-
-def remap_records(records, old_names, new_names):
-    """Re-indexes records after labels were dropped (no vector): dropped labels disappear,
-    and records left without a positive are dropped too (they carry no target)."""
-    if tuple(old_names) == tuple(new_names):
-        yield from records
-        return
-    new_index = {n: i for i, n in enumerate(new_names)}
-    old_to_new = [new_index.get(n) for n in old_names]
-
-    def remap(indices):
-        return tuple(sorted(old_to_new[i] for i in indices if old_to_new[i] is not None))
-
-    for r in records:
-        positives = remap(r.positives)
-        if positives:
-            yield dataclasses.replace(r, positives=positives, negatives=remap(r.negatives))
-
-
-def build_converted_label_space(converted: Converted, options: common.CommonOptions):
-    """`common.build_label_space` for a reader's labels, looking vectors up by
-    `converted.lookup_names` when given.
-
-    Returns:
-      (LabelSpace, dropped label names).
-    """
-    vector_args = dict(word_vectors=options.word_vectors,
-                       word_vectors_format=options.word_vectors_format,
-                       label_vectors=options.label_vectors,
-                       drop_missing=options.drop_missing_labels)
-    if converted.lookup_names is None:
-        return common.build_label_space(converted.names, converted.unseen, **vector_args)
-    lookup = converted.lookup_names
-    unique = list(dict.fromkeys(lookup))
-    by_lookup, _ = common.build_label_space(unique, [False] * len(unique), **vector_args)
-    vector_of = dict(zip(by_lookup.names, by_lookup.vectors, strict=True))
-    keep = [i for i, name in enumerate(lookup) if name in vector_of]
-    space = LabelSpace(
-        names=tuple(converted.names[i] for i in keep),
-        unseen=np.array([converted.unseen[i] for i in keep], bool),
-        vectors=np.stack([vector_of[lookup[i]] for i in keep]), source=by_lookup.source)
-    dropped = [converted.names[i] for i, name in enumerate(lookup) if name not in vector_of]
-    return space, dropped
-
-
-def write_converted(converted: Converted, options: common.CommonOptions, *, source: str,
-                    shards: dict[str, int]) -> dict:
-    """Builds + saves the label space and writes every split with `common.write_split`.
-
-    Args:
-      converted: the reader's output (a split's records may be a one-pass iterable).
-      options: the common options (label vectors, output dir, sharding, parts).
-      source: recorded in the label space and the split summaries.
-      shards: split -> number of shards.
-
-    Returns:
-      {"labels": {"num_labels", "num_seen", "num_unseen", "dropped"}, "selection": counts,
-       <split>: the `write_split` summary for each split}. The selection counts of a split
-      are also stored under "details" in its summary JSON.
-    """
-    space, dropped = build_converted_label_space(converted, options)
-    os.makedirs(options.output_dir, exist_ok=True)
-    space.save(options.output_dir)
-    unseen = np.asarray(space.unseen, dtype=bool)
-    result = {
-        "labels": {"num_labels": int(unseen.size), "num_seen": int((~unseen).sum()),
-                   "num_unseen": int(unseen.sum()), "dropped": list(dropped)},
-        "selection": converted.counts,
-    }
-    for split, records in converted.splits.items():
-        # `details` is the live counts dict: a streaming reader finishes filling it while
-        # write_split consumes the records, before the summary is written.
-        details = converted.counts.setdefault(split, {})
-        if dropped:
-            details["labels_dropped_without_vector"] = list(dropped)
-        result[split] = common.write_split(
-            remap_records(records, converted.names, space.names), options.output_dir, split,
-            num_shards=shards[split], source=source, max_side=options.max_side,
-            num_workers=options.num_workers, num_parts=options.num_parts,
-            part_index=options.part_index, progress=options.progress, extra=details)
-    return result
-
-
-def print_result(result: dict) -> None:
-    """The end-of-run lines: label counts and the selection counts per split (write_split
-    already printed each split's table)."""
-    labels = result["labels"]
-    print(f"labels: {labels['num_labels']} ({labels['num_seen']} seen, "
-          f"{labels['num_unseen']} unseen, {len(labels['dropped'])} dropped without a vector)")
-    for split, counts in result["selection"].items():
-        shown = {k: v for k, v in counts.items() if isinstance(v, int)}
-        print(f"{split}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-        summary = result.get(split)
-        if summary and "num_examples" in summary:
-            print(f"{split}: {summary['num_examples']} examples written, "
-                  f"{summary['num_skipped']} images skipped, shards complete "
-                  f"{summary['shards_complete']}/{summary['num_shards']}")
-
-
-def run(prepare_fn, config) -> int:
-    """Calls `prepare_fn(config)` for an entry point: prints the result, and turns a
-    DataPrepError into a one-line message and exit status 1 (no traceback)."""
-    try:
-        result = prepare_fn(config)
-    except common.DataPrepError as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_result(result)
-    return 0
-
-
-def require_flags(*names: str) -> None:
-    """UsageError naming the first missing required flag."""
-    for name in names:
-        if flags.FLAGS[name].value in (None, ""):
-            raise app.UsageError(f"--{name} is required")
 
 
 # --- Entry point -----------------------------------------------------------------------------
@@ -463,6 +327,8 @@ def define_flags() -> None:
     flags.DEFINE_string("test_image_ids", None,
                         "Optional list (one image id or file name per line) fixing the test "
                         "images exactly.")
+    flags.DEFINE_bool("test_requires_seen", False,
+                      "Test images must hold a seen object besides an unseen one.")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -474,6 +340,7 @@ def main(argv: Sequence[str]) -> int:
         train_annotations=f.train_annotations, val_annotations=f.val_annotations,
         train_images=f.train_images, val_images=f.val_images,
         train_image_ids=f.train_image_ids, test_image_ids=f.test_image_ids,
+        test_requires_seen=f.test_requires_seen,
         options=common.common_options_from_flags())
     return run(prepare, config)
 

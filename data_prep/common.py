@@ -27,7 +27,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -123,45 +122,46 @@ def process_image(path: str, max_side: int | None = None) -> tuple[bytes, str]:
         raise SkipImage("unreadable", f"cannot read {path}: {e}") from None
     if not data:
         raise SkipImage("empty", f"zero-byte file: {path}")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        # Someone turned on Pillow's global "decode truncated images with grey fill": refuse
+        # rather than silently write damaged images.
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True; data prep needs False")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt, mode = img.format, img.mode
-            size = img.size
-            too_big = max_side is not None and max(size) > max_side
-            if fmt == "JPEG" and mode == "RGB" and not too_big:
-                # Decode at 1/8 scale: the whole entropy-coded stream is still read, so
-                # truncation and corruption are caught, at a fraction of a full decode's cost.
-                img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-                img.load()
-                return data, "passthrough"
-            if too_big:
-                # thumbnail() uses JPEG draft mode (DCT scaling) before resampling: fast.
-                img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-            else:
-                img.load()
-            rgb = _to_rgb(img)
-            if too_big:
-                action = "resized"
-            elif fmt == "JPEG":
-                action = {"L": "converted_grayscale", "CMYK": "converted_cmyk"}.get(
-                    mode, f"converted_{mode.lower()}"
-                )
-            else:
-                action = f"converted_{(fmt or 'unknown').lower()}"
-            return _encode_jpeg(rgb), action
+        img = Image.open(io.BytesIO(data))
+        fmt, mode = img.format, img.mode
+        size = img.size
+        too_big = max_side is not None and max(size) > max_side
+        if fmt == "JPEG" and mode == "RGB" and not too_big:
+            # Decode at 1/8 scale: the whole entropy-coded stream is still read, so
+            # truncation and corruption are caught, at a fraction of a full decode's cost.
+            img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            img.load()
+            return data, "passthrough"
+        if too_big:
+            # thumbnail() uses JPEG draft mode (DCT scaling) before resampling: fast.
+            img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+        else:
+            img.load()
+        rgb = _to_rgb(img)
+        if too_big:
+            action = "resized"
+        elif fmt == "JPEG":
+            action = {"L": "converted_grayscale", "CMYK": "converted_cmyk"}.get(
+                mode, f"converted_{mode.lower()}"
+            )
+        else:
+            action = f"converted_{(fmt or 'unknown').lower()}"
+        return _encode_jpeg(rgb), action
     except UnidentifiedImageError:
         raise SkipImage("not_an_image", f"not an image PIL can read: {path}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise SkipImage("too_large", f"{path}: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # PIL reports truncated/corrupt streams as OSError (and some plugins as SyntaxError).
         reason = "truncated" if "truncated" in str(e).lower() else "corrupt"
         raise SkipImage(reason, f"{path}: {e}") from None
-
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # truncated files must fail to decode (the default)
+    except Exception as e:  # noqa: BLE001 - one odd file must never stop a multi-hour run
+        raise SkipImage("corrupt", f"{path}: {type(e).__name__}: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ class Progress:
             self.stream.flush()
 
 
-def _atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -412,7 +412,7 @@ def merge_summary(out_dir: str, split: str, num_shards: int, source: str,
                 summary["details"] = old["details"]
         except (OSError, json.JSONDecodeError):
             pass
-    _atomic_write_text(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -492,7 +492,7 @@ def write_split(records, out_dir: str, split: str, *, num_shards: int, source: s
             try:
                 stats = _write_shard(recs, tmp, executor, max_side, 4 * workers, bar)
                 stats.update(shard=name, fingerprint=fingerprint)
-                _atomic_write_text(stats_file, json.dumps(stats, ensure_ascii=False) + "\n")
+                atomic_write_text(stats_file, json.dumps(stats, ensure_ascii=False) + "\n")
                 os.replace(tmp, final)  # the commit point: the shard now exists, complete
             finally:
                 if os.path.exists(tmp):

@@ -211,11 +211,15 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    prepare(DemoConfig(output_dir=f.output_dir, seed=f.seed, num_train=f.num_train,
+    config = DemoConfig(output_dir=f.output_dir, seed=f.seed, num_train=f.num_train,
                        num_val=f.num_val, num_test=f.num_test, image_size=f.image_size,
                        vector_dim=f.vector_dim, num_samples=f.num_samples,
                        train_shards=f.train_shards, eval_shards=f.eval_shards,
-                       num_workers=f.num_workers, progress=f.progress))
+                       num_workers=f.num_workers, progress=f.progress)
+    try:
+        prepare(config)
+    except common.DataPrepError as e:
+        sys.exit(f"error: {e}")
 
 
 def _define_flags():

@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from absl import app, flags
 
 from data_prep import common
-from data_prep.coco import Converted, require_flags, run, write_converted
 from data_prep.common import DataPrepError, ImageRecord
+from data_prep.converters import Converted, require_flags, run, write_converted
 
 TRAIN, TEST = "train", "test"
 

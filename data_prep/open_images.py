@@ -42,8 +42,8 @@ from collections.abc import Iterator, Sequence
 from absl import app, flags
 
 from data_prep import common
-from data_prep.coco import Converted, require_flags, run, write_converted
 from data_prep.common import DataPrepError, ImageRecord
+from data_prep.converters import Converted, require_flags, run, write_converted
 from sdl_tf.label_space import LabelSpace
 
 TRAIN, TEST = "train", "test"
@@ -132,8 +132,8 @@ def read_mid_list(path: str, known: dict[str, str], what: str) -> list[str]:
             if not token or token.startswith("#"):
                 continue
             mid = next(csv.reader([token]))[0].strip()
-            if mid == "LabelName" and lineno == 1:
-                continue
+            if lineno == 1 and not mid.startswith("/"):
+                continue  # a header line (MIDs look like /m/0abc or /g/11xyz)
             if mid not in known:
                 raise DataPrepError(f"{path}:{lineno}: class {mid!r} is not in "
                                     "class-descriptions.csv")
@@ -395,7 +395,7 @@ def prepare(config: OpenImagesConfig) -> dict:
     lines = ["index,LabelName,DisplayName,unseen"]
     for i, (name, unseen) in enumerate(zip(space.names, space.unseen, strict=True)):
         lines.append(",".join([str(i), mid_of[name], _csv_field(name), str(int(unseen))]))
-    common._atomic_write_text(os.path.join(config.options.output_dir, CLASSES_FILE),
+    common.atomic_write_text(os.path.join(config.options.output_dir, CLASSES_FILE),
                               "\n".join(lines) + "\n")
     return result
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sys
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -27,12 +28,19 @@ def log(msg: str) -> None:
     print(f"[sdl_tf.evaluate] {msg}", file=sys.stderr, flush=True)
 
 
-def _predict_fn(model):
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        return model(images, training=False)
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    return predict
+
+def _predict_fn(model):
+    """One traced inference function per model (validation runs every epoch)."""
+    if model not in _PREDICT_FNS:
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def predict(images):
+            return model(images, training=False)
+
+        _PREDICT_FNS[model] = predict
+    return _PREDICT_FNS[model]
 
 
 class _DiverseCollector:
@@ -91,7 +99,7 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     import keras
 
     from sdl_tf.metrics import ZSLEvaluator
-    from sdl_tf.scoring import numpy_scores
+    from sdl_tf.metrics import numpy_scores
 
     evaluator = ZSLEvaluator(label_space.vectors, label_space.unseen_indices, ks=tuple(ks),
                              scoring=scoring)

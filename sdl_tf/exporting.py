@@ -80,8 +80,9 @@ def image_bytes_valid(image_bytes: tf.Tensor) -> tf.Tensor:
 def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tuple:
     """Decodes a batch of JPEG/PNG bytes to the model's uint8 input, flagging bad images.
 
-    The resize is bilinear to exactly `image_size` (no aspect-preserving crop), rounded back to
-    uint8 because the model's input contract is uint8 0-255 RGB with preprocessing inside.
+    Same as evaluation (`sdl_tf.data.decode_eval_image`): the whole image, bilinear with
+    antialiasing to exactly `image_size` (no crop), rounded back to uint8 because the model's
+    input contract is uint8 0-255 RGB with the preprocessing inside the model.
 
     Args:
       image_bytes: tf.string [N].
@@ -97,7 +98,7 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tu
 
         def _decode():
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+            image = tf.image.resize(image, (height, width), antialias=True)
             return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
         image = tf.cond(ok, _decode, lambda: tf.zeros((height, width, 3), tf.uint8))

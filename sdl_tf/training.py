@@ -173,9 +173,12 @@ class Trainer:
         self.loss = SDLLoss(self.seen_vectors, reg_lambda=config.reg_lambda,
                             use_sdw=config.use_sdw, use_reg=config.use_reg,
                             scoring=config.scoring, mode=config.loss_mode, reduction=None)
-        replica_step = tf.function(self._replica_step, jit_compile=config.jit_compile)
+        # autograph=False: the step has no tensor-dependent Python control flow, and converting
+        # the loss and Keras internals only slows tracing down.
+        replica_step = tf.function(self._replica_step, jit_compile=config.jit_compile,
+                                   autograph=False)
         self._replica_step_fn = replica_step
-        self.train_step = tf.function(self._distributed_step)
+        self.train_step = tf.function(self._distributed_step, autograph=False)
 
     def _replica_step(self, images, targets):
         """One replica's share of a step. Returns per-replica *sums / global batch*."""

@@ -278,3 +278,15 @@ def test_export_cli_from_build_model_dir(tmp_path):
         image_bytes=tf.constant(data))
     ref, _ = keras_reference(model, data)
     np.testing.assert_allclose(out["scores"].numpy(), numpy_scores(ref, ls.vectors), atol=ATOL)
+
+
+def test_models_config_points_at_the_export_layout():
+    """saved_models/models.config serves `<export_dir>/sdl` mounted at /models (docker)."""
+    import re
+
+    with open(os.path.join(ROOT, "saved_models", "models.config")) as f:
+        text = "\n".join(line for line in f if not line.lstrip().startswith("#"))
+    assert text.count("{") == text.count("}")
+    configs = re.findall(r'name:\s*"([^"]+)"\s*base_path:\s*"([^"]+)"', text)
+    assert configs == [("sdl", "/models/sdl")]
+    assert 'model_platform: "tensorflow"' in text

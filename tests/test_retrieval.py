@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from sdl_tf import exporting, predict, retrieval
 from tests.test_exporting import NAMES, D, export_tiny, make_images
@@ -60,7 +61,7 @@ def test_build_index_and_query_rank_like_the_model(indexed):
     assert index.matrices.shape == (6, 3, D)
     # Ranking images by a label = sorting the export's own scores for that label.
     scores = indexed["tagger"]._export.signature("serving_default")(
-        image_bytes=__import__("tensorflow").constant(indexed["data"]))["scores"].numpy()
+        image_bytes=tf.constant(indexed["data"]))["scores"].numpy()
     tags = ["blue", "red"]  # one unseen, one seen label
     vecs = index.tag_vectors(tags)
     idx, val = index.query(vecs, top=4)

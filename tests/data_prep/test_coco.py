@@ -1,5 +1,6 @@
 """COCO 48/17 converter: split rule, end-to-end shards, id lists, malformed files, CLI."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -61,6 +62,11 @@ def test_split_rule(coco_files):
     assert counts["train"]["excluded_no_seen_object"] == 2  # images 3 and 8
     assert counts["test"]["excluded_no_unseen_object"] == 1  # image 12
 
+    strict = coco.read_coco(_config(coco_files, "unused", test_requires_seen=True))
+    # Only image 11 holds a seen object (person) besides its unseen one (dog).
+    assert [r.image_id for r in strict.splits["test"]] == ["11"]
+    assert strict.counts["test"]["excluded_no_seen_object"] == 3
+
 
 def test_prepare_writes_shards_read_back_with_right_labels(coco_files, tmp_path):
     out = tmp_path / "out"
@@ -88,6 +94,26 @@ def test_prepare_writes_shards_read_back_with_right_labels(coco_files, tmp_path)
     again = coco.prepare(_config(coco_files, out))
     assert again["train"]["shards_written_this_run"] == 0
     assert again["train"]["shards_resumed_this_run"] == 2
+
+
+def test_dropped_labels_are_remapped(coco_files, tmp_path):
+    words = [n for n in coco.label_names()[0] if n != "scissors"]
+    coco_files["word_vectors"] = fixtures.write_word2vec(str(tmp_path / "few.txt"), words)
+    with pytest.raises(DataPrepError, match="scissors"):
+        coco.prepare(_config(coco_files, tmp_path / "strict"))
+    out = tmp_path / "dropped"
+    config = _config(coco_files, out)
+    config = dataclasses.replace(
+        config, options=dataclasses.replace(config.options, drop_missing_labels=True))
+    result = coco.prepare(config)
+    space = LabelSpace.load(str(out))
+    assert space.num_labels == 64 and "scissors" not in space.names
+    assert result["labels"]["dropped"] == ["scissors"]
+    test = fixtures.read_split(str(out), "test")
+    # Image 14 (scissors only) has nothing left; the others keep their labels by name.
+    assert {k: _labels(space.names, v["positives"]) for k, v in test.items()} == {
+        "11": ["dog", "person"], "13": ["cake"]}
+    assert result["test"]["details"]["excluded_only_dropped_labels"] == 1
 
 
 def test_image_id_lists_fix_the_split_exactly(coco_files, tmp_path):

@@ -176,3 +176,12 @@ def test_command_line_part(tmp_path):
         "labels.json", "label_vectors.npy", open_images.CLASSES_FILE,
         ".train-00001-of-00002.tfrecord.stats.json", "train-00001-of-00002.tfrecord",
         "train-summary.json", "test-summary.json"])
+
+
+def test_unseen_list_may_be_a_csv_with_header(tmp_path):
+    config = _config(tmp_path)
+    with open(config.unseen_classes, "w", encoding="utf-8") as f:
+        f.write('LabelName,DisplayName\n/m/0u2,Violin\n/m/0u1,"Zebra crossing"\n')
+    converted = open_images.read_open_images(config)
+    assert converted.names[-2:] == ("Violin", "Zebra crossing")
+    assert converted.unseen[-2:] == (True, True)

@@ -1,0 +1,175 @@
+"""Tests for sdl_tf.training: schedule, a full run's outputs, TensorBoard, finish/continue, and
+resume after a real SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from sdl_tf import training
+from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
+from sdl_tf.model import load_model_dir
+from tests.helpers.demo_data import demo_dataset
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return demo_dataset(tmp_path_factory)
+
+
+def _config(demo_dir, model_dir, **kw):
+    base = dict(
+        model_dir=str(model_dir),
+        data=DataConfig(data_dir=demo_dir, shuffle_buffer=64, cutout=0.25),
+        model=ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=2, dim=16),
+        epochs=2, batch_size=16, learning_rate=1e-3, checkpoint_every_steps=4,
+        log_every_steps=2, eval_batch_size=32,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_one_cycle_schedule_by_hand():
+    s = training.OneCycleCosine(1e-3, total_steps=100, warmup_fraction=0.2, div_factor=25,
+                                final_div_factor=1e4)
+    # PyTorch OneCycleLR(cos): up from 1e-3/25 = 4e-5 over steps 0..19, down to 4e-5/1e4 at 99.
+    lr = lambda step: float(s(step))  # noqa: E731
+    np.testing.assert_allclose(lr(0), 4e-5, rtol=1e-5)
+    np.testing.assert_allclose(lr(9.5), (4e-5 + 1e-3) / 2, rtol=1e-5)  # cos(pi/2) = 0
+    np.testing.assert_allclose(lr(19), 1e-3, rtol=1e-5)
+    np.testing.assert_allclose(lr(59), (1e-3 + 4e-9) / 2, rtol=1e-5)  # halfway down
+    np.testing.assert_allclose(lr(99), 4e-9, rtol=1e-4)
+    assert lr(30) > lr(40) > lr(50)
+    assert training.OneCycleCosine(**s.get_config()).get_config() == s.get_config()
+
+
+def _scalars(logdir):
+    acc = event_accumulator.EventAccumulator(logdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    # TF2 tf.summary.scalar writes tensor events.
+    return acc, {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+                 for tag in acc.Tags()["tensors"] if tag != "flags"}
+
+
+def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    cfg = _config(demo_dir, model_dir)
+    result = training.train(cfg, progress=True)
+    # 96 train images // 16 = 6 steps per epoch, 2 epochs.
+    assert result["status"] == "finished" and result["step"] == 12
+    assert result["steps_per_epoch"] == 6 and result["resumed_from_step"] == 0
+    assert np.isfinite(result["last_loss"])
+    for name in ("flags.txt", "config.json", "labels.json", "label_vectors.npy", "final.keras",
+                 "train_result.json"):
+        assert (model_dir / name).is_file(), name
+    assert "--backbone=tiny" in (model_dir / "flags.txt").read_text()
+    assert json.loads((model_dir / "config.json").read_text())["model"]["dim"] == 16
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-12")
+    assert "Epoch 2/2" in capsys.readouterr().out  # console progress bar
+
+    acc, train = _scalars(str(model_dir / "logs" / "train"))
+    for tag in ("loss/total", "loss/rank", "loss/reg", "loss/sdw_mean", "learning_rate",
+                "images_per_sec"):
+        assert sorted(train[tag]) == [2, 4, 6, 8, 10, 12], tag
+    assert all(np.isfinite(v) for v in train["loss/total"].values())
+    assert all(v >= 1.0 for v in train["loss/sdw_mean"].values())  # eq. (3): 1 + variance
+    for step, value in train["learning_rate"].items():
+        np.testing.assert_allclose(value, float(training.OneCycleCosine(1e-3, 12)(step)),
+                                   rtol=1e-5)
+    assert "flags" in acc.Tags()["tensors"]  # the resolved flags as a text summary
+    _, val = _scalars(str(model_dir / "logs" / "val"))
+    for tag in ("zsl/mAP", "gzsl/mAP", "zsl/F1@3", "gzsl/F1@5"):
+        assert sorted(val[tag]) == [6, 12], tag  # once per epoch on the val split
+        assert all(0 <= v <= 100 for v in val[tag].values())
+    assert result["val"]["zsl/mAP"] == pytest.approx(val["zsl/mAP"][12])
+
+    model, space = load_model_dir(str(model_dir))
+    assert tuple(model.output.shape) == (None, 2, 16) and space.dim == 16
+
+    # A finished run is not silently retrained.
+    mtime = os.path.getmtime(model_dir / "final.keras")
+    again = training.train(cfg)
+    assert again["status"] == "already_finished" and again["step"] == 12
+    assert os.path.getmtime(model_dir / "final.keras") == mtime
+    assert "already trained" in capsys.readouterr().err
+
+    # More epochs continue from the last checkpoint (step 12), not from scratch.
+    more = training.train(cfg.replace(epochs=3), progress=False)
+    assert (more["status"], more["resumed_from_step"], more["step"]) == ("finished", 12, 18)
+
+    # A different model in the same dir is refused unless --overwrite.
+    other = cfg.replace(model=ModelConfig(backbone="tiny", weights="none", image_size=32,
+                                          num_rows=3, dim=16), epochs=1)
+    with pytest.raises(ValueError, match="different settings.*model.*--overwrite"):
+        training.train(other)
+    fresh = training.train(other.replace(overwrite=True), progress=False)
+    assert (fresh["resumed_from_step"], fresh["step"]) == (0, 6)
+
+
+def _train_cmd(demo_dir, model_dir):
+    return [sys.executable, "-m", "sdl_tf.train", f"--data_dir={demo_dir}",
+            f"--model_dir={model_dir}", "--backbone=tiny", "--weights=none", "--image_size=32",
+            "--num_rows=2", "--epochs=2", "--steps_per_epoch=30", "--batch_size=16",
+            "--learning_rate=1e-3", "--checkpoint_every_steps=5", "--log_every_steps=1",
+            "--shuffle_buffer=64", "--cutout=0.25", "--val_split=none", "--noprogress"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(demo_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "CUDA_VISIBLE_DEVICES": ""}
+    killed_dir = tmp_path / "killed"
+    cmd = _train_cmd(demo_dir, killed_dir)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt_dir = killed_dir / "checkpoints"
+    deadline = time.time() + 120
+    try:
+        # Kill as soon as the first step checkpoint (step 5 of 60) is complete: mid-epoch 1.
+        while time.time() < deadline and proc.poll() is None:
+            if (ckpt_dir / "checkpoint").is_file():
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = int(tf.train.latest_checkpoint(str(ckpt_dir)).rsplit("-", 1)[1])
+    assert 0 < killed_at < 60 and not (killed_dir / "final.keras").exists()
+
+    # Rerunning the same command resumes (same optimizer state, step and schedule).
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resuming from {ckpt_dir}/ckpt-{killed_at}: step {killed_at}" in rerun.stderr
+    result = json.loads((killed_dir / "train_result.json").read_text())
+    assert (result["resumed_from_step"], result["step"]) == (killed_at, 60)
+
+    # The same run without the interruption, in this process.
+    ref_dir = tmp_path / "ref"
+    ref = training.train(_config(demo_dir, ref_dir, epochs=2, steps_per_epoch=30,
+                                 checkpoint_every_steps=5, log_every_steps=1,
+                                 data=DataConfig(data_dir=demo_dir, shuffle_buffer=64,
+                                                 cutout=0.25, val_split="none")),
+                         progress=False)
+    assert ref["step"] == 60
+    resumed_model, _ = load_model_dir(str(killed_dir))
+    ref_model, _ = load_model_dir(str(ref_dir))
+    # Same data order, augmentation, optimizer moments and LR after resume: same weights, up to
+    # float reassociation in multi-threaded CPU kernels.
+    for a, b in zip(resumed_model.weights, ref_model.weights, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    _, logged = _scalars(str(killed_dir / "logs" / "train"))
+    _, ref_logged = _scalars(str(ref_dir / "logs" / "train"))
+    for step in range(killed_at + 1, 61):
+        np.testing.assert_allclose(logged["learning_rate"][step],
+                                   ref_logged["learning_rate"][step], rtol=1e-6)
+        np.testing.assert_allclose(logged["loss/total"][step], ref_logged["loss/total"][step],
+                                   rtol=1e-3)
