@@ -98,8 +98,7 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     """
     import keras
 
-    from sdl_tf.metrics import ZSLEvaluator
-    from sdl_tf.metrics import numpy_scores
+    from sdl_tf.metrics import ZSLEvaluator, numpy_scores
 
     evaluator = ZSLEvaluator(label_space.vectors, label_space.unseen_indices, ks=tuple(ks),
                              scoring=scoring)

@@ -9,37 +9,28 @@ Writes `<export_dir>/<name>/<version>/` (signatures `serving_default`, `score_la
 
 from absl import app, flags
 
-_MODEL_DIR = flags.DEFINE_string(
-    "model_dir", None, "Training run directory (final.keras, labels.json, label_vectors.npy)."
-)
-_KERAS_MODEL = flags.DEFINE_string(
-    "keras_model", None, "A .keras file to export instead of <model_dir>/final.keras."
-)
-_CHECKPOINT = flags.DEFINE_bool(
-    "checkpoint", False, "Rebuild the model from config.json and restore the latest checkpoint."
-)
-_EXPORT_DIR = flags.DEFINE_string("export_dir", "saved_models", "Base export directory.")
-_NAME = flags.DEFINE_string("name", "sdl", "Model name (TF Serving's model name).")
-_VERSION = flags.DEFINE_integer("version", None, "Version number; default: next free one.")
-_TOP_K = flags.DEFINE_integer("top_k", 10, "K of the serving_default top-K outputs.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
-
 
 def main(argv):
     del argv
+    from absl import logging
+
     from sdl_tf import exporting
 
-    if _KERAS_MODEL.value and _CHECKPOINT.value:
+    # TF INFO lines (signature input renames, asset writing) drown the result line.
+    logging.set_verbosity(logging.WARNING)
+
+    f = flags.FLAGS
+    if f.keras_model and f.checkpoint:
         raise app.UsageError("give at most one of --keras_model and --checkpoint")
     config = exporting.ExportConfig(
-        model_dir=_MODEL_DIR.value,
-        export_dir=_EXPORT_DIR.value,
-        name=_NAME.value,
-        version=_VERSION.value,
-        keras_model=_KERAS_MODEL.value,
-        checkpoint=_CHECKPOINT.value,
-        top_k=_TOP_K.value,
-        overwrite=_OVERWRITE.value,
+        model_dir=f.model_dir,
+        export_dir=f.export_dir,
+        name=f.name,
+        version=f.version,
+        keras_model=f.keras_model,
+        checkpoint=f.checkpoint,
+        top_k=f.top_k,
+        overwrite=f.overwrite,
     )
     try:
         path = exporting.export_from_config(config)
@@ -48,6 +39,26 @@ def main(argv):
     print(f"exported SavedModel to {path}")
 
 
-if __name__ == "__main__":
+def _define_flags():
+    """Flags are defined only when run as a program (importing this module defines none)."""
+    flags.DEFINE_string(
+        "model_dir", None, "Training run directory (final.keras, labels.json, label_vectors.npy)."
+    )
+    flags.DEFINE_string(
+        "keras_model", None, "A .keras file to export instead of <model_dir>/final.keras."
+    )
+    flags.DEFINE_bool(
+        "checkpoint", False,
+        "Rebuild the model from config.json and restore the latest checkpoint (not final.keras).",
+    )
+    flags.DEFINE_string("export_dir", "saved_models", "Base export directory.")
+    flags.DEFINE_string("name", "sdl", "Model name (TF Serving's model name).")
+    flags.DEFINE_integer("version", None, "Version number; default: next free one.")
+    flags.DEFINE_integer("top_k", 10, "K of the serving_default top-K outputs.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
     flags.mark_flag_as_required("model_dir")
+
+
+if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -234,6 +234,16 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_tree(path: str) -> None:
+    os.chmod(path, 0o777 & ~_umask())
+
+
 def next_version(model_base: str) -> int:
     """1 + the largest numeric version directory in `model_base` (1 when there is none)."""
     if not os.path.isdir(model_base):
@@ -287,6 +297,9 @@ def export_saved_model(
     try:
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, ASSETS_EXTRA)
+        # mkdtemp creates 0700; give the export the usual umask permissions so a model server
+        # running as another user can read it.
+        _chmod_tree(tmp)
         label_space.save(extra)
         info = {
             "signatures": [SERVING_DEFAULT, SCORE_LABELS, MATRICES],
@@ -380,21 +393,39 @@ class ExportConfig:
     overwrite: bool = False
 
 
+def load_from_checkpoint(model_dir: str):
+    """Rebuilds the model from `<model_dir>/config.json` and restores the latest checkpoint in
+    `<model_dir>/checkpoints/` (training's tf.train.Checkpoint, whose `model` entry holds the
+    weights; the optimizer and step entries are not needed for export).
+
+    Returns:
+      (keras.Model, LabelSpace).
+    """
+    from sdl_tf.config import load_config
+    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.model import build_model
+
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ExportError(f"{config_path} not found: --checkpoint needs a training run directory")
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        raise ExportError(f"no checkpoint found in {ckpt_dir}")
+    model = build_model(load_config(config_path).model)
+    status = tf.train.Checkpoint(model=model).restore(latest)
+    status.expect_partial()
+    # Every model weight must come from the checkpoint, not from the random initialisation.
+    status.assert_existing_objects_matched()
+    return model, LabelSpace.load(model_dir)
+
+
 def load_model_for_export(config: ExportConfig):
     """Loads (keras.Model, LabelSpace) from the model dir per the config."""
     from sdl_tf.label_space import LabelSpace
 
     if config.checkpoint:
-        # Rebuild from config.json and restore the latest tf.train checkpoint (training's format).
-        from sdl_tf import model as model_lib
-
-        loader = getattr(model_lib, "load_model_from_checkpoint", None)
-        if loader is None:
-            raise ExportError(
-                "--checkpoint needs sdl_tf.model.load_model_from_checkpoint(model_dir), "
-                "which this version of sdl_tf.model does not provide; use final.keras"
-            )
-        return loader(config.model_dir)
+        return load_from_checkpoint(config.model_dir)
     if config.keras_model:
         if not os.path.isfile(config.keras_model):
             raise ExportError(f"--keras_model {config.keras_model} does not exist")

@@ -15,9 +15,11 @@ authors' code), with label word vectors t_c:
 
 Implementation notes:
 
-* Vectorised over the batch. The pairwise term only needs each image's positives, so the
-  positive indices are gathered into a (B, P_max) padded table (top_k on the positive mask,
-  P_max = largest |P| in the batch); the pairwise tensor is (B, P_max, C), never (B, C, C).
+* Vectorised over the batch, no Python loop. The pairwise term only needs each image's
+  positives: the T = sum_b |P_b| positives of the batch are packed (no padding) with their
+  image index, and the pairwise tensor is (T, C) <= (B, P_max, C), never (B, C, C).
+  Positive columns get the score -1e30 in the "negative" row, so they contribute exactly
+  softplus(-1e30 - s_j) = 0 with zero gradient and no mask multiply is needed.
 * softplus(x) = log(1 + exp(x)) is evaluated by the numerically stable kernel, so large score
   gaps neither overflow nor give NaN gradients.
 * Half-precision inputs (float16/bfloat16) are computed in float32; float64 stays float64.
@@ -35,6 +37,24 @@ import numpy as np
 from sdl_tf import scoring as scoring_lib
 
 MODES = ("paper", "official")
+# Score given to positive columns in the pairwise term: softplus(-_HUGE - s) is exactly 0 and
+# has zero gradient for any realistic score s, without overflow in float32.
+_HUGE = 1e30
+
+
+def _pairwise_softplus(neg_scores, pos_scores, pos_image):
+    """sum_k softplus(neg_scores[b_t, k] - pos_scores[t]) for every positive t of image b_t.
+
+    Args:
+        neg_scores: (B, C) scores with positives replaced by -_HUGE.
+        pos_scores: (T,) score of each positive.
+        pos_image: (T,) int32 image index of each positive.
+
+    Returns:
+        (T,) sums over the C labels (only negatives contribute).
+    """
+    x = keras.ops.take(neg_scores, pos_image, axis=0) - pos_scores[:, None]  # (T, C)
+    return keras.ops.sum(keras.ops.softplus(x), axis=1)
 
 
 def _compute_dtype(dtype):
@@ -78,35 +98,38 @@ def sdl_loss_terms(
     vectors = ops.cast(ops.convert_to_tensor(label_vectors), dtype)
     y_true = ops.cast(ops.convert_to_tensor(y_true), dtype)
     positive = ops.cast(y_true > 0.5, dtype)  # (B, C); 0 and -1 are both negatives
-    negative = 1.0 - positive
     num_labels = ops.shape(positive)[1]
     n_pos = ops.sum(positive, axis=1)  # (B,)
     n_neg = ops.cast(num_labels, dtype) - n_pos
     has_pos = n_pos > 0
 
     scores = scoring_lib.scores_from_matrices(matrices, vectors, scoring)  # (B, C), eq. (1)
+    batch = ops.shape(scores)[0]
 
-    # Padded positive indices: top_k of the 0/1 mask returns the positives first (k = largest
-    # |P| in the batch, at least 1 so shapes stay non-empty); `valid` masks the padding.
-    p_max = ops.maximum(ops.cast(ops.max(n_pos), "int32"), 1)
-    _, pos_idx = ops.top_k(positive, p_max, sorted=True)  # (B, P)
-    valid = ops.cast(
-        ops.arange(p_max, dtype="int32")[None, :] < ops.cast(n_pos, "int32")[:, None], dtype
-    )  # (B, P)
+    # The T positives of the batch, packed (no padding): image index and label index of each.
+    pos_image, pos_label = ops.nonzero(y_true > 0.5)
+    pos_image = ops.cast(pos_image, "int32")
+    pos_scores = ops.take_along_axis(
+        ops.take(scores, pos_image, axis=0), ops.cast(pos_label, "int32")[:, None], axis=1
+    )[:, 0]
 
-    # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j), shape (B, P, C).
-    pos_scores = ops.take_along_axis(scores, pos_idx, axis=1)  # (B, P)
-    pair_loss = ops.softplus(scores[:, None, :] - pos_scores[:, :, None])
-    per_positive = ops.sum(pair_loss * negative[:, None, :], axis=2)  # (B, P)
-    pair_sum = ops.sum(per_positive * valid, axis=1)  # (B,)
+    # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j). Positive columns are set
+    # to a huge negative score so they contribute softplus(-huge) = 0 exactly (no mask pass).
+    neg_scores = ops.where(positive > 0, ops.full_like(scores, -_HUGE), scores)
+    per_positive = _pairwise_softplus(neg_scores, pos_scores, pos_image)  # (T,)
+    pair_sum = ops.segment_sum(per_positive, pos_image, num_segments=batch)  # (B,)
     rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
 
-    # eq. (3): SDW from the positives' word vectors (gathered, (B, P, d)); constant w.r.t. A.
+    # eq. (3): SDW from the positives' word vectors (T, d); constant w.r.t. A.
     if use_sdw:
-        pos_vectors = ops.take(vectors, pos_idx, axis=0) * valid[:, :, None]
-        mean = ops.sum(pos_vectors, axis=1, keepdims=True) / ops.maximum(n_pos, 1.0)[:, None, None]
-        centred = (pos_vectors - mean) * valid[:, :, None]
-        variance = ops.sum(ops.square(centred), axis=(1, 2)) / ops.maximum(n_pos - 1.0, 1.0)
+        pos_vectors = ops.take(vectors, pos_label, axis=0)
+        mean = ops.segment_sum(pos_vectors, pos_image, num_segments=batch) / ops.maximum(
+            n_pos, 1.0
+        )[:, None]
+        centred = pos_vectors - ops.take(mean, pos_image, axis=0)
+        variance = ops.segment_sum(
+            ops.sum(ops.square(centred), axis=1), pos_image, num_segments=batch
+        ) / ops.maximum(n_pos - 1.0, 1.0)
         sdw = 1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance))
         sdw = ops.stop_gradient(sdw)
     else:

@@ -293,6 +293,7 @@ def write_json(results, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".tags.", dir=directory)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1)
+    os.chmod(tmp, report.default_file_mode())
     os.replace(tmp, path)
 
 
@@ -330,6 +331,10 @@ def run_predict(config: PredictConfig, out=None) -> list[report.TaggedImage]:
 
 def main(argv):
     del argv
+    from absl import logging
+
+    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
+    logging.set_verbosity(logging.WARNING)
     from absl import flags
 
     f = flags.FLAGS

@@ -48,6 +48,13 @@ class TaggedImage:
         return not self.error
 
 
+def default_file_mode() -> int:
+    """0o666 minus the process umask: what open() would give (mkstemp files are 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_save(path: str, write) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -55,6 +62,7 @@ def _atomic_save(path: str, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from sdl_tf import report
+
 INDEX_VERSION = 1
 # Rows of the (N*M, d) matrix per GEMM call: bounds the temporary (rows, Q) product.
 _CHUNK_ROWS = 1 << 18
@@ -68,6 +70,7 @@ class RetrievalIndex:
                     label_unseen=np.asarray(self.label_unseen, bool),
                     label_vectors=np.asarray(self.label_vectors, np.float32),
                 )
+            os.chmod(tmp, report.default_file_mode())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -263,6 +266,10 @@ def run_query(config: QueryConfig, out=None) -> list[list[tuple[str, float]]]:
 
 
 def main(argv):
+    from absl import logging
+
+    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
+    logging.set_verbosity(logging.WARNING)
     from absl import app, flags
 
     f = flags.FLAGS

@@ -186,6 +186,10 @@ class ServingClient:
 
 def main(argv):
     del argv
+    from absl import logging
+
+    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
+    logging.set_verbosity(logging.WARNING)
     from absl import flags
 
     from sdl_tf import predict

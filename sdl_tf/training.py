@@ -71,17 +71,18 @@ def get_strategy(name: str = "default", tpu_address: str = "") -> tf.distribute.
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes checkpoints, logs and the final model."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    """Whether this process writes checkpoints, logs and the final model.
+
+    Under MultiWorkerMirroredStrategy that is the `chief` task, or worker 0 when the cluster
+    has no chief (the TF_CONFIG convention); every other strategy runs in one process.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0
-                                                          and not _has_chief(resolver))
-
-
-def _has_chief(resolver) -> bool:
-    return "chief" in resolver.cluster_spec().as_dict()
+    resolver = strategy.cluster_resolver
+    if resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -349,9 +350,13 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     spe_var = tf.Variable(steps_per_epoch, dtype=tf.int64, trainable=False,
                           name="steps_per_epoch")
+    # Keras seed-generator states (dropout masks) are not TF-trackable: save them explicitly,
+    # else a resumed run would draw different dropout masks than the uninterrupted one.
+    rng = tf.Module()
+    rng.states = [v.value for v in trainer.model.variables if "seed_generator_state" in v.path]
     checkpoint = tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer,
                                      step=trainer.optimizer.iterations, epoch=epoch_var,
-                                     steps_per_epoch=spe_var)
+                                     steps_per_epoch=spe_var, rng=rng)
     ckpt_dir = os.path.join(model_dir, CHECKPOINT_DIR)
     if not chief:  # every worker must take part in saving; only the chief's copy is kept
         ckpt_dir = tempfile.mkdtemp(prefix="sdl_tf_worker_ckpt_")

@@ -21,8 +21,8 @@ def demo_dir(tmp_path_factory):
 
 def _train(demo_dir, **kw):
     space = LabelSpace.load(demo_dir)
-    cfg_kw = {k: kw.pop(k) for k in ("augment", "cutout", "shuffle_buffer", "val_fraction", "val_split")
-              if k in kw}
+    data_keys = ("augment", "cutout", "shuffle_buffer", "val_fraction", "val_split")
+    cfg_kw = {k: kw.pop(k) for k in data_keys if k in kw}
     args = dict(image_size=32, seen_indices=space.seen_indices, num_labels=space.num_labels,
                 batch_size=8, epoch=0, seed=0, num_batches=4)
     args.update(kw)

@@ -18,7 +18,6 @@ from PIL import Image
 
 from sdl_tf import exporting
 from sdl_tf.label_space import LabelSpace
-from sdl_tf.scoring import numpy_scores
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PY = sys.executable
@@ -28,6 +27,11 @@ UNSEEN = (False, False, True, False, True)
 # Images and models are tiny; float32 results of the same graph on the same CPU agree to ~1e-6,
 # the tolerance covers op-fusion differences between the Keras call and the loaded graph.
 ATOL = 1e-5
+
+
+def numpy_scores_eq1(matrices, vectors):
+    """Reference eq. (1) by brute force: s_nc = max_m sum_d A[n, m, d] t[c, d]."""
+    return np.einsum("nmd,cd->nmc", matrices, vectors).max(axis=1)
 
 
 def tiny_model(seed: int = 0) -> keras.Model:
@@ -184,10 +188,10 @@ def test_separate_process_load_matches_keras(exported, tmp_path):
     ref, ok = keras_reference(model, data)
     assert ok.all()
     np.testing.assert_allclose(got["matrices"], ref, atol=ATOL)
-    ref_scores = numpy_scores(ref, ls.vectors)
+    ref_scores = numpy_scores_eq1(ref, ls.vectors)
     np.testing.assert_allclose(got["default_scores"], ref_scores, atol=ATOL)
     unit = extra / np.linalg.norm(extra, axis=1, keepdims=True)
-    np.testing.assert_allclose(got["labels_scores"], numpy_scores(ref, unit), atol=ATOL)
+    np.testing.assert_allclose(got["labels_scores"], numpy_scores_eq1(ref, unit), atol=ATOL)
     top = np.argsort(-ref_scores, axis=1)[:, :3]
     np.testing.assert_array_equal(got["default_top_k_labels"], np.array(NAMES)[top])
     np.testing.assert_array_equal(got["default_top_k_unseen"], np.array(UNSEEN)[top])
@@ -231,6 +235,9 @@ def test_versions_overwrite_and_atomicity(tmp_path):
     os.makedirs(os.path.join(base, "m", "1"))  # an existing version 1 (content irrelevant)
     p2 = exporting.export_saved_model(model, ls, base, "m", None, top_k=2)
     assert os.path.basename(p2) == "2"  # the next free version
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(p2).st_mode & 0o777 == 0o777 & ~mask  # readable by a server user
     with pytest.raises(exporting.ExportError, match="already exists"):
         exporting.export_saved_model(model, ls, base, "m", 2)
     mtime = os.path.getmtime(os.path.join(p2, "saved_model.pb"))
@@ -245,6 +252,38 @@ def test_versions_overwrite_and_atomicity(tmp_path):
         exporting.export_saved_model(model, bad_ls, base, "m", 3)
     assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2"]
     assert exporting.resolve_export_path(os.path.join(base, "m")) == p2
+
+
+def test_export_from_checkpoint(tmp_path):
+    """--checkpoint: model rebuilt from config.json, weights from the latest tf.train checkpoint
+    (a Checkpoint with a `model` entry, as training writes it), not from final.keras."""
+    from sdl_tf.config import ModelConfig, TrainConfig, save_config
+    from sdl_tf.model import build_model
+
+    model_dir = str(tmp_path / "run")
+    first, ls = write_model_dir(model_dir)  # final.keras holds other (random) weights
+    cfg = ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M, dim=D)
+    save_config(TrainConfig(model_dir=model_dir, model=cfg), os.path.join(model_dir,
+                                                                           "config.json"))
+    keras.utils.set_random_seed(99)
+    trained = build_model(cfg)
+    step = tf.Variable(5, dtype=tf.int64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trained, step=step),
+                                         os.path.join(model_dir, "checkpoints"), 2)
+    manager.save()
+    config = exporting.ExportConfig(model_dir=model_dir, export_dir=str(tmp_path / "saved"),
+                                    checkpoint=True, version=1)
+    path = exporting.export_from_config(config)
+    data = make_images(2, seed=8)
+    out = tf.saved_model.load(path).signatures["matrices"](image_bytes=tf.constant(data))
+    ref, _ = keras_reference(trained, data)
+    np.testing.assert_allclose(out["matrices"].numpy(), ref, atol=ATOL)
+    other, _ = keras_reference(first, data)
+    assert np.abs(other - ref).max() > 1e-3  # really the checkpoint, not final.keras
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(exporting.ExportError, match="config.json not found"):
+        exporting.load_from_checkpoint(str(empty))
 
 
 def test_contract_errors():
@@ -277,7 +316,7 @@ def test_export_cli_from_build_model_dir(tmp_path):
     out = tf.saved_model.load(str(path)).signatures["serving_default"](
         image_bytes=tf.constant(data))
     ref, _ = keras_reference(model, data)
-    np.testing.assert_allclose(out["scores"].numpy(), numpy_scores(ref, ls.vectors), atol=ATOL)
+    np.testing.assert_allclose(out["scores"].numpy(), numpy_scores_eq1(ref, ls.vectors), atol=ATOL)
 
 
 def test_models_config_points_at_the_export_layout():

@@ -268,7 +268,7 @@ def test_half_precision_inputs_compute_in_float32(golden_dir, half):
 
 
 def test_memory_is_linear_in_labels():
-    """C = 60,000: a (B, C, C) pairwise tensor would need 29 GB; (B, P_max, C) needs ~1 MB."""
+    """C = 60,000: a (B, C, C) pairwise tensor would need 29 GB; the packed (T, C) one ~1 MB."""
     rng = np.random.default_rng(3)
     c, d = 60_000, 8
     vectors = rng.normal(size=(c, d)).astype("float32")

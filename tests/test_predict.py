@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from sdl_tf import exporting, predict
-from sdl_tf.scoring import numpy_scores
 from tests.test_exporting import (
     ATOL,
     NAMES,
@@ -17,6 +16,7 @@ from tests.test_exporting import (
     D,
     keras_reference,
     make_images,
+    numpy_scores_eq1,
     write_model_dir,
 )
 
@@ -54,7 +54,7 @@ def setup(tmp_path_factory):
 def _reference(setup, vectors):
     ref, _ = keras_reference(setup["model"], setup["data"])
     rows = np.einsum("nmd,cd->nmc", ref, vectors).argmax(axis=1)
-    return numpy_scores(ref, vectors), rows
+    return numpy_scores_eq1(ref, vectors), rows
 
 
 def test_predict_from_export_with_extra_label_file(setup, tmp_path):

@@ -21,6 +21,19 @@ def test_max_scores_match_golden(golden_dir):
             )
 
 
+def test_numpy_scores_blocks_and_workspace():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(7, 3, 5))
+    vectors = rng.normal(size=(4, 5))
+    expected = (a @ vectors.T).max(axis=1)
+    workspace = np.empty(2 * 3 * 4, np.float32)
+    for block in (1, 2, 3, 7, 100):
+        got = metrics.numpy_scores(a, vectors, block_size=block, workspace=workspace)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    l2 = np.linalg.norm(a @ vectors.T, axis=1)
+    np.testing.assert_allclose(metrics.numpy_scores(a, vectors, "l2", block_size=3), l2, rtol=1e-5)
+
+
 def test_hand_computed_max_and_l2():
     a = np.array([[[1.0, 0.0], [0.0, 2.0]]])  # rows (1, 0) and (0, 2)
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])

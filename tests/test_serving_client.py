@@ -108,6 +108,8 @@ class FakeTFServing:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30  # seconds per connection: a stalled client cannot hold a thread forever
+
             def log_message(self, *args):  # keep test output clean
                 pass
 
