@@ -109,9 +109,8 @@ def sdl_loss_terms(
     # The T positives of the batch, packed (no padding): image index and label index of each.
     pos_image, pos_label = ops.nonzero(y_true > 0.5)
     pos_image = ops.cast(pos_image, "int32")
-    pos_scores = ops.take_along_axis(
-        ops.take(scores, pos_image, axis=0), ops.cast(pos_label, "int32")[:, None], axis=1
-    )[:, 0]
+    pos_label = ops.cast(pos_label, "int32")
+    pos_scores = ops.take(ops.reshape(scores, [-1]), pos_image * num_labels + pos_label)  # (T,)
 
     # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j). Positive columns are set
     # to a huge negative score so they contribute softplus(-huge) = 0 exactly (no mask pass).

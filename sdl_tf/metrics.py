@@ -47,7 +47,13 @@ def _check_scoring(scoring):
 
 
 def numpy_scores(
-    matrices, vectors, scoring="max", out=None, block_size=_GEMM_BLOCK, workspace=None
+    matrices,
+    vectors,
+    scoring="max",
+    out=None,
+    block_size=_GEMM_BLOCK,
+    workspace=None,
+    vectors_t=None,
 ):
     """NumPy (float32) twin of `sdl_tf.scoring.scores_from_matrices` (eq. 1 or l2).
 
@@ -63,6 +69,7 @@ def numpy_scores(
         out: optional (B, C) float32 array to write the scores into.
         block_size: images per GEMM block.
         workspace: optional float32 array with at least block_size*M*C elements, reused.
+        vectors_t: optional C-contiguous float32 (d, C) transpose of `vectors`, reused.
 
     Returns:
         (B, C) float32 array of scores (`out` if given).
@@ -84,7 +91,8 @@ def numpy_scores(
     block_size = max(1, min(block_size, b))
     if workspace is None or workspace.size < block_size * m * c:
         workspace = np.empty(block_size * m * c, np.float32)
-    vectors_t = np.ascontiguousarray(vectors.T)
+    if vectors_t is None:
+        vectors_t = np.ascontiguousarray(vectors.T)
     for start in range(0, b, block_size):
         stop = min(start + block_size, b)
         products = workspace.reshape(-1)[: (stop - start) * m * c].reshape((stop - start) * m, c)
@@ -157,6 +165,7 @@ class ZSLEvaluator:
             if self.label_vectors.ndim != 2:
                 raise ValueError(f"label_vectors must be (C, d), got {self.label_vectors.shape}")
             num_labels = self.label_vectors.shape[0]
+            self._vectors_t = np.ascontiguousarray(self.label_vectors.T)
         self._workspace = None  # reused GEMM output buffer
         self.ks = tuple(int(k) for k in ks)
         if not self.ks or min(self.ks) < 1:
@@ -239,6 +248,7 @@ class ZSLEvaluator:
                 self.scoring,
                 out=out,
                 workspace=self._workspace,
+                vectors_t=self._vectors_t,
             )
             stored.append(out)
         self._count(stored, positive)

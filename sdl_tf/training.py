@@ -14,6 +14,7 @@ maximum learning rate 1e-4, dropout 0.5, lambda 0.3, ImageNet-style augmentation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -308,8 +309,7 @@ def train(config: TrainConfig, flags_text: str | None = None, progress: bool = T
     label_space = LabelSpace.load(config.data.data_dir)
     if config.model.dim != label_space.dim:
         log(f"model dim set to the label vectors' d = {label_space.dim}")
-        config = config.replace(model=config.model.__class__(
-            **{**config.model.__dict__, "dim": label_space.dim}))
+        config = config.replace(model=dataclasses.replace(config.model, dim=label_space.dim))
 
     previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
