@@ -582,35 +582,47 @@ class CommonOptions:
     progress: bool = True
 
 
-def define_common_flags() -> None:
-    """Defines the flags every converter shares (idempotent; call from entry points only)."""
+def define_common_flags(flag_values=None) -> None:
+    """Defines the flags every converter shares (idempotent; call from entry points only).
+
+    Args:
+      flag_values: the absl `FlagValues` to define them on (default: the global `FLAGS`;
+        tests pass a fresh one so that the required `--output_dir` does not leak into other
+        entry points' flags).
+    """
     from absl import flags
 
-    if "output_dir" in flags.FLAGS:
+    fv = flags.FLAGS if flag_values is None else flag_values
+    if "output_dir" in fv:
         return
-    flags.DEFINE_string("output_dir", None, "Prepared dataset directory (shards + label space).")
+    kw = {"flag_values": fv}
+    flags.DEFINE_string("output_dir", None, "Prepared dataset directory (shards + label space).",
+                        **kw)
     flags.DEFINE_string("word_vectors", None,
-                        "Word-vector file: word2vec text/binary, GloVe text or fastText .bin.")
+                        "Word-vector file: word2vec text/binary, GloVe text or fastText .bin.",
+                        **kw)
     flags.DEFINE_enum("word_vectors_format", "auto",
                       ["auto", "word2vec_text", "word2vec_binary", "glove", "fasttext"],
-                      "Format of --word_vectors.")
+                      "Format of --word_vectors.", **kw)
     flags.DEFINE_string("label_vectors", None,
                         "Ready label->vector file ('label<TAB>v1 v2 ...' text, or .npy + names "
-                        ".txt/.json) instead of --word_vectors.")
+                        ".txt/.json) instead of --word_vectors.", **kw)
     flags.DEFINE_bool("drop_missing_labels", False,
-                      "Drop labels without a vector (listed in the summary) instead of failing.")
+                      "Drop labels without a vector (listed in the summary) instead of failing.",
+                      **kw)
     flags.DEFINE_integer("num_shards", None, "Shards per split (default: per converter).",
-                         lower_bound=1)
+                         lower_bound=1, **kw)
     flags.DEFINE_integer("max_side", None,
                          "Downscale images whose longer side exceeds this (re-encodes them); "
-                         "default: keep JPEGs byte-identical.", lower_bound=1)
+                         "default: keep JPEGs byte-identical.", lower_bound=1, **kw)
     flags.DEFINE_integer("num_workers", None, "Image worker threads (default: CPU cores).",
-                         lower_bound=1)
+                         lower_bound=1, **kw)
     flags.DEFINE_integer("num_parts", 1, "Split the job into this many parts (machines).",
-                         lower_bound=1)
-    flags.DEFINE_integer("part_index", 0, "Which part this run writes (0-based).", lower_bound=0)
-    flags.DEFINE_bool("progress", True, "Show a progress bar and summary table on stderr.")
-    flags.mark_flag_as_required("output_dir")
+                         lower_bound=1, **kw)
+    flags.DEFINE_integer("part_index", 0, "Which part this run writes (0-based).", lower_bound=0,
+                         **kw)
+    flags.DEFINE_bool("progress", True, "Show a progress bar and summary table on stderr.", **kw)
+    flags.mark_flag_as_required("output_dir", **kw)
 
 
 def common_options_from_flags(flag_values=None) -> CommonOptions:

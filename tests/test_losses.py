@@ -318,3 +318,16 @@ def test_bad_arguments_raise():
         losses.SDLLoss(np.zeros(3))
     with pytest.raises(ValueError, match="3 labels but the loss has 2"):
         losses.SDLLoss(np.eye(2))(np.ones((1, 3)), np.ones((1, 1, 2)))
+
+
+def test_unknown_static_shapes(golden_dir):
+    """Graph with all dimensions unknown (e.g. a training loop's relaxed input signature)."""
+    g = _golden_case(golden_dir, 2)
+    spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None, None], tf.float32)]
+    for mode, key in (("paper", "paper_loss_per_image"), ("official", "official_loss_per_image")):
+        fn = tf.function(
+            lambda y, a, mode=mode: losses.sdl_loss_terms(y, a, g["wordvecs"], mode=mode)["loss"],
+            input_signature=spec,
+        )
+        got = fn(g["labels"].astype("float32"), g["A"].astype("float32"))
+        assert _rel_err(got, g[key]) < 1e-5

@@ -264,15 +264,14 @@ def test_build_label_space_from_label_vectors_and_errors(tmp_path):
 
 def test_common_flags_parse_into_options(tmp_path):
     from absl import flags
-    from absl.testing import flagsaver
 
-    common.define_common_flags()
-    common.define_common_flags()  # idempotent: several converters may call it
+    fv = flags.FlagValues()  # not the global FLAGS: --output_dir is required here only
+    common.define_common_flags(fv)
+    common.define_common_flags(fv)  # idempotent: several converters may call it
     flagfile = tmp_path / "f.cfg"
     flagfile.write_text("--output_dir=/tmp/x\n--num_parts=3\n--part_index=2\n--max_side=500\n")
-    with flagsaver.flagsaver():
-        flags.FLAGS(["prog", f"--flagfile={flagfile}"])
-        opts = common.common_options_from_flags()
+    fv(["prog", f"--flagfile={flagfile}"])
+    opts = common.common_options_from_flags(fv)
     assert (opts.output_dir, opts.num_parts, opts.part_index, opts.max_side) == (
         "/tmp/x", 3, 2, 500)
     assert opts.word_vectors_format == "auto" and opts.num_workers is None
