@@ -3,7 +3,9 @@
 The bare work is eq. (1)'s scores s = max_m A t_c for every label and their gradient w.r.t. A
 (the irreducible part of any loss over these scores). The SDL loss adds the pairwise softplus
 term over (B, P_max, C), the SDW and the regulariser. Both run as `tf.function`s on the same
-inputs; repetitions alternate between the two so both see the same load on a shared machine.
+inputs; repetitions alternate between them so all see the same load on a shared machine.
+The "ref" columns time the same loss with the pairwise term in plain `keras.ops`
+(`losses._pairwise_sum_reference`, the implementation before the fused XLA kernel).
 
     .venv/bin/python benchmarks/bench_loss.py            # NUS-WIDE and Open Images shapes
     .venv/bin/python benchmarks/bench_loss.py --quick    # small shapes, few repetitions
@@ -54,12 +56,17 @@ def bench_case(name, reps):
     t = tf.constant(vectors)
     loss_fn = losses.SDLLoss(vectors)
 
-    @tf.function
-    def sdl_step(a, y):
-        with tf.GradientTape() as tape:
-            tape.watch(a)
-            loss = loss_fn(y, a)
-        return loss, tape.gradient(loss, a)
+    def make_sdl_step():
+        @tf.function
+        def sdl_step(a, y):
+            with tf.GradientTape() as tape:
+                tape.watch(a)
+                loss = loss_fn(y, a)
+            return loss, tape.gradient(loss, a)
+
+        return sdl_step
+
+    sdl_step, ref_step = make_sdl_step(), make_sdl_step()
 
     @tf.function
     def bare_step(a, y):
@@ -69,18 +76,25 @@ def bench_case(name, reps):
             loss = tf.reduce_mean(scoring.scores_from_matrices(a, t))
         return loss, tape.gradient(loss, a)
 
-    for fn in (sdl_step, bare_step):  # trace + warm up
-        for _ in range(2):
-            fn(a, y)[1].numpy()
-    times = {"sdl": [], "bare": []}
+    fast_pairwise = losses._pairwise_sum
+    for fn in (sdl_step, bare_step, ref_step):  # trace + warm up
+        # ref_step is traced with the keras.ops pairwise term; the graph keeps it afterwards.
+        losses._pairwise_sum = losses._pairwise_sum_reference if fn is ref_step else fast_pairwise
+        try:
+            for _ in range(2):
+                fn(a, y)[1].numpy()
+        finally:
+            losses._pairwise_sum = fast_pairwise
+    steps = {"sdl": sdl_step, "bare": bare_step, "ref": ref_step}
+    times = {key: [] for key in steps}
     for _ in range(reps):
-        for key, fn in (("sdl", sdl_step), ("bare", bare_step)):
+        for key, fn in steps.items():
             start = time.perf_counter()
             fn(a, y)[1].numpy()
             times[key].append(time.perf_counter() - start)
-    sdl, bare = np.median(times["sdl"]), np.median(times["bare"])
+    sdl, bare, ref = (np.median(times[key]) for key in ("sdl", "bare", "ref"))
     p_max = int((targets == 1).sum(1).max())
-    return b, c, p_max, sdl, bare
+    return b, c, p_max, sdl, bare, ref
 
 
 def main():
@@ -90,12 +104,15 @@ def main():
     args = parser.parse_args()
     names = ["quick_nus_wide", "quick_openimages"] if args.quick else ["nus_wide", "openimages"]
     reps = args.reps or (5 if args.quick else 20)
-    print(f"{'case':<18}{'B':>5}{'C':>7}{'P_max':>7}{'loss ms':>10}{'bare ms':>10}{'ratio':>8}")
+    print(
+        f"{'case':<18}{'B':>5}{'C':>7}{'P_max':>7}{'loss ms':>10}{'bare ms':>10}{'ratio':>8}"
+        f"{'ref ms':>10}{'ref ratio':>11}"
+    )
     for name in names:
-        b, c, p_max, sdl, bare = bench_case(name, reps)
+        b, c, p_max, sdl, bare, ref = bench_case(name, reps)
         print(
             f"{name:<18}{b:>5}{c:>7}{p_max:>7}{1e3 * sdl:>10.1f}{1e3 * bare:>10.1f}"
-            f"{sdl / bare:>8.2f}",
+            f"{sdl / bare:>8.2f}{1e3 * ref:>10.1f}{ref / bare:>11.2f}",
             flush=True,
         )
 

@@ -331,3 +331,97 @@ def test_unknown_static_shapes(golden_dir):
         )
         got = fn(g["labels"].astype("float32"), g["A"].astype("float32"))
         assert _rel_err(got, g[key]) < 1e-5
+
+
+def _pairwise_inputs(dtype, gap_scale=1.0, seed=5):
+    """(B, C) scores with positives masked to -huge, packed positives; B = 5, C = 11."""
+    rng = np.random.default_rng(seed)
+    b, c = 5, 11
+    scores = gap_scale * rng.normal(size=(b, c))
+    positive = rng.random((b, c)) < 0.3
+    positive[0] = False  # no positive
+    positive[1] = True  # no negative
+    positive[2, :2] = True
+    pos_image, pos_label = np.nonzero(positive)
+    neg = np.where(positive, -losses._HUGE, scores)
+    return (
+        tf.constant(neg, dtype),
+        tf.constant(scores[pos_image, pos_label], dtype),
+        tf.constant(pos_image, tf.int32),
+        b,
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("gap_scale", [1.0, 1e4], ids=["normal", "huge_gaps"])
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf_function"])
+def test_fused_pairwise_kernel_matches_keras_reference(dtype, gap_scale, graph):
+    """The XLA kernel and its custom gradient equal the plain keras.ops definition of eq. (2)."""
+    neg, pos, image, batch = _pairwise_inputs(dtype, gap_scale)
+    # Distinct per-image weights, so a gradient routed to the wrong image would show.
+    weights = tf.constant(np.arange(1.0, batch + 1.0), dtype)
+
+    def value_and_grads(fn):
+        def run(neg, pos):
+            with tf.GradientTape() as tape:
+                tape.watch([neg, pos])
+                sums = fn(neg, pos, image, batch)
+                total = tf.reduce_sum(weights * sums)
+            return (sums, *tape.gradient(total, [neg, pos]))
+
+        return tf.function(run) if graph else run
+
+    got = value_and_grads(losses._pairwise_sum)(neg, pos)
+    want = value_and_grads(losses._pairwise_sum_reference)(neg, pos)
+    assert got[0].dtype == dtype and got[0].shape == (batch,)
+    assert float(got[0][0]) == 0.0 and float(got[0][1]) == 0.0  # no positive / no negative
+    for g, w in zip(got, want, strict=True):
+        w = tf.convert_to_tensor(w).numpy()
+        assert np.all(np.isfinite(g.numpy()))
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
+def test_bucket_sizes_bound_padding_and_compilations():
+    sizes = np.array([int(losses._bucket_size(tf.constant(t))) for t in range(0, 5000)])
+    t = np.arange(0, 5000)
+    assert np.all(sizes >= t) and np.all(np.diff(sizes) >= 0)
+    assert np.all(sizes - t <= np.maximum(15, t // 8))  # <= 12.5 % padding
+    # Open Images batches have T ~ 1,700-2,100 positives: 4 shapes to compile.
+    assert sorted(set(sizes[1700:2101])) == [1792, 1920, 2048, 2304]
+
+
+def test_kernel_is_traced_once_per_bucket_not_per_batch():
+    """24 batches with 24 different positive counts T compile the XLA kernel only per bucket."""
+    rng = np.random.default_rng(6)
+    b, c = 8, 50
+    vectors = rng.normal(size=(c, 8)).astype("float32")
+    a = rng.normal(size=(b, 3, 8)).astype("float32")
+    before = losses._pairwise_kernel.experimental_get_tracing_count()
+    buckets = set()
+    for t in range(40, 64):
+        labels = np.zeros((b, c), "float32")
+        labels.flat[rng.choice(b * c, size=t, replace=False)] = 1
+        buckets.add(int(losses._bucket_size(tf.constant(t))))
+        terms = losses.sdl_loss_terms(labels, a, vectors)
+        assert np.all(np.isfinite(terms["loss"]))
+    assert buckets == {48, 64}
+    # Eager calls trace (and XLA-compile) once per new input shape: at most one per bucket.
+    assert losses._pairwise_kernel.experimental_get_tracing_count() - before <= len(buckets)
+
+
+def test_inside_jit_compiled_step(golden_dir):
+    """Under an outer jit_compile=True step (no dynamic padding there): same loss and gradient."""
+    g = _golden_case(golden_dir, 2)
+    y, a = tf.constant(g["labels"], tf.float32), tf.constant(g["A"], tf.float32)
+
+    def value_and_grad(y, a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            loss = losses.sdl_loss_terms(y, a, g["wordvecs"])["loss"]
+            total = tf.reduce_sum(loss)
+        return loss, tape.gradient(total, a)
+
+    loss, grad = tf.function(value_and_grad, jit_compile=True)(y, a)
+    want_loss, want_grad = value_and_grad(y, a)
+    assert _rel_err(loss, g["paper_loss_per_image"]) < 1e-5
+    np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), rtol=1e-4, atol=1e-7)
