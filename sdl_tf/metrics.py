@@ -24,6 +24,10 @@ chunks) and the positives' scores are located by binary search; only a positive 
 ties with another image's score needs one extra comparison pass over its column.
 """
 
+import concurrent.futures
+import os
+import threading
+
 import numpy as np
 
 PROTOCOLS = ("zsl", "gzsl")
@@ -32,6 +36,8 @@ SCORINGS = ("max", "l2")  # as sdl_tf.scoring.SCORINGS (not imported: no TensorF
 # Rows per stored score block: ~64 MB blocks keep per-block Python overhead negligible whatever
 # the caller's batch size.
 _BLOCK_BYTES = 1 << 26
+# Worker threads of the AP computation (each holds two _BLOCK_BYTES buffers).
+_MAX_AP_THREADS = 4
 # Columns with at most this many labels are ranked by a full stable argsort per row; wider rows
 # use the group-maximum bound in `top_k_indices`.
 _ARGSORT_MAX_LABELS = 512
@@ -345,14 +351,17 @@ class ZSLEvaluator:
             start += block.shape[0]
         contiguous = bool(np.all(np.diff(columns) == 1))
         chunk = int(max(1, min(columns.size, _BLOCK_BYTES // (4 * n))))
-        slab_buffer = np.empty((chunk, n), np.float32)
-        ordered_buffer = np.empty((chunk, n), np.float32)
-        for c0 in range(0, columns.size, chunk):
+        buffers = threading.local()
+
+        def process(c0):
             c1 = min(c0 + chunk, columns.size)
             if bounds[c0] == bounds[c1]:
-                continue  # no positive in these labels
+                return  # no positive in these labels
+            if not hasattr(buffers, "slab"):  # one pair of buffers per worker thread
+                buffers.slab = np.empty((chunk, n), np.float32)
+                buffers.ordered = np.empty((chunk, n), np.float32)
             # (labels, kept images) slab of the score matrix, one label per row.
-            slab = slab_buffer[: c1 - c0]
+            slab = buffers.slab[: c1 - c0]
             offset = 0
             for block, bk in zip(blocks, block_keep, strict=True):
                 part = (
@@ -369,7 +378,7 @@ class ZSLEvaluator:
                     offset += tile.shape[0]
             pos_rows = rows[bounds[c0] : bounds[c1]]
             pos_scores = slab[slots[bounds[c0] : bounds[c1]] - c0, pos_rows]
-            ordered = ordered_buffer[: c1 - c0]
+            ordered = buffers.ordered[: c1 - c0]
             ordered[...] = slab
             ordered.sort(axis=1)
             for j in range(c0, c1):
@@ -388,6 +397,18 @@ class ZSLEvaluator:
                     ranks[t] += np.searchsorted(equal, pos_rows[lo + t])
                 ranks.sort()
                 aps[j] = np.add.reduce(np.arange(1, hi - lo + 1) / ranks) / (hi - lo)
+
+        # Label chunks are independent (each writes only its own `aps` entries) and the work is
+        # numpy copies and sorts, which release the GIL: one thread per core.
+        starts = range(0, columns.size, chunk)
+        workers = min(len(starts), os.cpu_count() or 1, _MAX_AP_THREADS)
+        if workers <= 1:
+            for c0 in starts:
+                process(c0)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(process, starts):
+                    pass  # re-raises a worker's exception
         return aps
 
     def result(self):
