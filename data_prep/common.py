@@ -25,13 +25,12 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from sdl_tf import tfrecord_schema
+from sdl_tf import atomic_io, tfrecord_schema
 from sdl_tf.label_space import LabelSpace
 from sdl_tf.word_vectors import (
     MissingVectorsError,
@@ -222,19 +221,6 @@ class Progress:
             self.stream.flush()
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def format_summary_table(summary: dict) -> str:
     """A human-readable table of one split summary (printed at the end of a run)."""
     actions = summary.get("image_actions", {})
@@ -412,7 +398,7 @@ def merge_summary(out_dir: str, split: str, num_shards: int, source: str,
                 summary["details"] = old["details"]
         except (OSError, json.JSONDecodeError):
             pass
-    atomic_write_text(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    atomic_io.atomic_write_text(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
 
 
@@ -492,7 +478,8 @@ def write_split(records, out_dir: str, split: str, *, num_shards: int, source: s
             try:
                 stats = _write_shard(recs, tmp, executor, max_side, 4 * workers, bar)
                 stats.update(shard=name, fingerprint=fingerprint)
-                atomic_write_text(stats_file, json.dumps(stats, ensure_ascii=False) + "\n")
+                atomic_io.atomic_write_text(stats_file,
+                                            json.dumps(stats, ensure_ascii=False) + "\n")
                 os.replace(tmp, final)  # the commit point: the shard now exists, complete
             finally:
                 if os.path.exists(tmp):

@@ -44,6 +44,7 @@ from absl import app, flags
 from data_prep import common
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, require_flags, run, write_converted
+from sdl_tf import atomic_io
 from sdl_tf.label_space import LabelSpace
 
 TRAIN, TEST = "train", "test"
@@ -395,7 +396,7 @@ def prepare(config: OpenImagesConfig) -> dict:
     lines = ["index,LabelName,DisplayName,unseen"]
     for i, (name, unseen) in enumerate(zip(space.names, space.unseen, strict=True)):
         lines.append(",".join([str(i), mid_of[name], _csv_field(name), str(int(unseen))]))
-    common.atomic_write_text(os.path.join(config.options.output_dir, CLASSES_FILE),
+    atomic_io.atomic_write_text(os.path.join(config.options.output_dir, CLASSES_FILE),
                               "\n".join(lines) + "\n")
     return result
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
+
+from sdl_tf import atomic_io
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SCORINGS = ("max", "l2")
@@ -185,11 +186,7 @@ class TrainConfig:
 
 def save_config(config: TrainConfig, path: str) -> None:
     """Writes `config` as indented JSON, atomically (temp file + rename)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_io.atomic_write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(path: str) -> TrainConfig:

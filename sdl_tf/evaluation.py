@@ -20,6 +20,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from sdl_tf import atomic_io
 from sdl_tf import data as data_lib
 from sdl_tf.config import DataConfig, EvalConfig, load_config
 
@@ -190,13 +191,6 @@ def _jsonable(result: dict) -> dict:
     return out
 
 
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 class _CountingDataset:
     """Wraps an eval dataset to count positives per label while iterating."""
 
@@ -277,9 +271,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
                     "files": files})
     if cfg.baseline:
         summary["seed"] = cfg.seed
-    _write(files["per_label_ap.csv"], per_label_csv(result, label_space, counting.counts))
-    _write(files["metrics.md"], f"# {method} on {cfg.split}\n\n{table}")
-    _write(files["metrics.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write = atomic_io.atomic_write_text
+    write(files["per_label_ap.csv"], per_label_csv(result, label_space, counting.counts))
+    write(files["metrics.md"], f"# {method} on {cfg.split}\n\n{table}")
+    write(files["metrics.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print(f"\n{method} on {data_dir} ({cfg.split}):\n\n{table}", flush=True)
     log(f"wrote {', '.join(files.values())}")
     return summary

@@ -14,9 +14,10 @@ import collections
 import dataclasses
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from sdl_tf import atomic_io
 
 LABELS_FILE = "labels.json"
 VECTORS_FILE = "label_vectors.npy"
@@ -32,19 +33,6 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
         bad = np.flatnonzero((norms[:, 0] == 0) | ~np.isfinite(norms[:, 0]))
         raise ValueError(f"cannot l2-normalise zero or non-finite vector rows {bad.tolist()}")
     return (vectors / norms).astype(np.float32)
-
-
-def _atomic_write(path: str, write_fn, mode: str = "wb") -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +135,7 @@ class LabelSpace:
         has matching vectors next to it (load() also checks the shapes agree).
         """
         os.makedirs(directory, exist_ok=True)
-        _atomic_write(
+        atomic_io.atomic_write(
             os.path.join(directory, VECTORS_FILE),
             lambda f: np.save(f, np.ascontiguousarray(self.vectors), allow_pickle=False),
         )
@@ -162,7 +150,7 @@ class LabelSpace:
             "num_unseen": int(self.unseen.sum()),
             "source": self.source,
         }
-        _atomic_write(
+        atomic_io.atomic_write(
             os.path.join(directory, LABELS_FILE),
             lambda f: f.write(json.dumps(meta, indent=1, ensure_ascii=False) + "\n"),
             mode="w",

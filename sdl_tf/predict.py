@@ -19,11 +19,10 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from sdl_tf import report
+from sdl_tf import atomic_io, report
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -289,12 +288,7 @@ def write_json(results, path: str) -> None:
          "tags": [dataclasses.asdict(t) for t in r.tags]}
         for r in results
     ]
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tags.", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.chmod(tmp, report.default_file_mode())
-    os.replace(tmp, path)
+    atomic_io.atomic_write(path, lambda f: json.dump(data, f, indent=1), mode="w")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,10 +13,11 @@ import dataclasses
 import html
 import io
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from sdl_tf import atomic_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,28 +47,6 @@ class TaggedImage:
     @property
     def ok(self) -> bool:
         return not self.error
-
-
-def default_file_mode() -> int:
-    """0o666 minus the process umask: what open() would give (mkstemp files are 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_save(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _thumbnail(path: str, size: int) -> Image.Image:
@@ -132,7 +111,8 @@ def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
             y += line_h
     buf = io.BytesIO()
     grid.save(buf, "PNG")
-    _atomic_save(path, lambda f: f.write(buf.getvalue()))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_io.atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
@@ -168,7 +148,8 @@ def write_html(items, path: str, thumb: int = 192, title: str = "SDL tags") -> s
         parts.append("</table></div>")
     parts.append("</body></html>\n")
     text = "\n".join(parts)
-    _atomic_save(path, lambda f: f.write(text.encode("utf-8")))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_io.atomic_write_text(path, text)
     return path
 
 

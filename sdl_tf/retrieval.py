@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from sdl_tf import report
+from sdl_tf import atomic_io
 
 INDEX_VERSION = 1
 # Rows of the (N*M, d) matrix per GEMM call: bounds the temporary (rows, Q) product.
@@ -58,24 +57,18 @@ class RetrievalIndex:
         """Writes the index atomically with `np.savez` (no pickle: fixed-width str arrays)."""
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    version=np.int64(INDEX_VERSION),
-                    image_ids=np.asarray(self.image_ids, dtype=str),
-                    matrices=self.matrices.astype(dtype),
-                    label_names=np.asarray(self.label_names, dtype=str),
-                    label_unseen=np.asarray(self.label_unseen, bool),
-                    label_vectors=np.asarray(self.label_vectors, np.float32),
-                )
-            os.chmod(tmp, report.default_file_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_io.atomic_write(
+            path,
+            lambda f: np.savez(
+                f,
+                version=np.int64(INDEX_VERSION),
+                image_ids=np.asarray(self.image_ids, dtype=str),
+                matrices=self.matrices.astype(dtype),
+                label_names=np.asarray(self.label_names, dtype=str),
+                label_unseen=np.asarray(self.label_unseen, bool),
+                label_vectors=np.asarray(self.label_vectors, np.float32),
+            ),
+        )
 
     @classmethod
     def load(cls, path: str) -> RetrievalIndex:

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sdl_tf import atomic_io
 from sdl_tf import data as data_lib
 from sdl_tf import model as model_lib
 from sdl_tf.config import TrainConfig, save_config
@@ -248,13 +249,6 @@ def _check_compatible(model_dir: str, config: TrainConfig) -> None:
         )
 
 
-def _write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def config_to_flags(config: TrainConfig) -> str:
     """The config as flagfile lines (used when the caller has no absl flags to record)."""
     lines = []
@@ -389,7 +383,8 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
 
     if chief:
         save_config(config, os.path.join(model_dir, "config.json"))
-        _write_text(os.path.join(model_dir, "flags.txt"), flags_text or config_to_flags(config))
+        atomic_io.atomic_write_text(os.path.join(model_dir, "flags.txt"),
+                                    flags_text or config_to_flags(config))
         label_space.save(model_dir)
         writer = tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR, "train"))
         val_writer = tf.summary.create_file_writer(os.path.join(model_dir, LOG_DIR, "val"))
@@ -466,7 +461,7 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
               "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
               "last_loss": last.get("loss"), "val": val_metrics, "model_path": final_path}
     if chief:
-        _write_text(os.path.join(model_dir, "train_result.json"),
+        atomic_io.atomic_write_text(os.path.join(model_dir, "train_result.json"),
                     json.dumps(result, indent=2) + "\n")
         log(f"done: step {step}, final model {final_path}")
     return result

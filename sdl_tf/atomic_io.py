@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader never sees a half-written file.
+
+Every file the project writes (label space, configs, summaries, metrics, reports, indexes) goes
+through `atomic_write`: the content is written to a hidden temporary file in the target's
+directory (same filesystem, so the rename is atomic), given the permissions a plain `open()`
+would give (`tempfile.mkstemp` creates 0600 files, which a serving or web-server user could
+not read), then renamed over the target. On any failure the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+
+def default_file_mode() -> int:
+    """0o666 minus the process umask: the mode `open()` would give a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path: str, write_fn: Callable, mode: str = "wb", encoding: str | None = None):
+    """Calls `write_fn(f)` on a temporary file, then renames it to `path`.
+
+    Args:
+      path: the target file; its directory must exist.
+      write_fn: writes the content to the open file object it is given.
+      mode: "wb" (binary) or "w" (text).
+      encoding: text encoding when mode is "w" (default utf-8).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            write_fn(f)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes `text` (utf-8) to `path` atomically."""
+    atomic_write(path, lambda f: f.write(text), mode="w")
