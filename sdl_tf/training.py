@@ -173,6 +173,8 @@ class Trainer:
             self.optimizer = optimizer
             # Build the slots now so a checkpoint restores into existing variables.
             self.optimizer.build(self.model.trainable_variables)
+        # The SDL loss (eqs. 1-5) with the settings of the run; its config is what the loss
+        # terms below are computed with (SDLLoss.call is sdl_loss_terms(...)["loss"]).
         self.loss = SDLLoss(self.seen_vectors, reg_lambda=config.reg_lambda,
                             use_sdw=config.use_sdw, use_reg=config.use_reg,
                             scoring=config.scoring, mode=config.loss_mode, reduction=None)
@@ -187,17 +189,19 @@ class Trainer:
         """One replica's share of a step. Returns per-replica *sums / global batch*."""
         gb = tf.cast(self.global_batch_size, tf.float32)
         variables = self.model.trainable_variables
+        c = self.loss
         with tf.GradientTape() as tape:
             matrices = self.model(images, training=True)
-            per_image = self.loss.call(targets, matrices)  # (b,) eq. (5) before the 1/N
+            # One evaluation of eqs. 1-5 gives both the loss to differentiate and the logged
+            # terms (rank, reg, SDW); "loss" is exactly what SDLLoss.call returns.
+            terms = self._terms_fn(targets, matrices, self.seen_vectors,
+                                   reg_lambda=c.reg_lambda, use_sdw=c.use_sdw,
+                                   use_reg=c.use_reg, scoring=c.scoring, mode=c.mode)
+            per_image = terms["loss"]  # (b,) eq. (5) before the 1/N
             loss = tf.reduce_sum(tf.cast(per_image, tf.float32)) / gb
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        c = self.config
-        terms = self._terms_fn(targets, tf.stop_gradient(matrices), self.seen_vectors,
-                               reg_lambda=c.reg_lambda, use_sdw=c.use_sdw, use_reg=c.use_reg,
-                               scoring=c.scoring, mode=c.loss_mode)
         out = {"loss": loss}
         for k in ("rank", "reg", "sdw"):
             out[k] = tf.reduce_sum(tf.cast(terms[k], tf.float32)) / gb
