@@ -10,11 +10,14 @@ DEMO_OUT ?= demo_out
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock setup.cfg pyproject.toml
+$(STAMP): requirements.lock setup.cfg pyproject.toml $(wildcard sdl_tf/cc/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e .
+	@# The compiled loss kernel (sdl_tf.native_ops); without a C++ compiler the loss uses its
+	@# slower XLA kernel.
+	$(BIN)/python -m sdl_tf.native_ops || echo "warning: SDL loss kernel not built (see above)"
 	touch $@
 
 lint: $(STAMP)

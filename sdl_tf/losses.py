@@ -15,25 +15,30 @@ authors' code), with label word vectors t_c:
 
 Implementation notes:
 
-* Vectorised over the batch, no Python loop. The pairwise term only needs each image's
-  positives: the T = sum_b |P_b| positives of the batch are packed (no padding) with their
-  image index, and the pairwise tensor is (T, C) <= (B, P_max, C), never (B, C, C).
+* Vectorised over the batch, no Python loop, and memory linear in C: the compiled kernel
+  walks each image's (C,) score row once per positive with O(C) scratch; the XLA fallback
+  packs the T = sum_b |P_b| positives of the batch (no padding) with their image index, so
+  its pairwise tensor is (T, C) <= (B, P_max, C), never (B, C, C).
   Positive columns get the score -1e30 in the "negative" row, so they contribute exactly
   softplus(-1e30 - s_j) = 0 with zero gradient and no mask multiply is needed.
 * softplus(x) = log(1 + exp(x)) is evaluated in the stable form max(x, 0) + log1p(exp(-|x|)),
   so large score gaps neither overflow nor give NaN gradients.
-* Speed: the (T, C) pairwise term is ~all the cost of the loss (T ~ 1,900 and C = 7,186 at the
-  Open Images shape: 14 M pairs, 3x the (B, M, C) score tensor). It runs as one XLA-compiled
-  kernel (`_pairwise_kernel`) that computes the per-image sums *and* their derivatives in a
-  single pass (sigmoid(x) = d softplus / dx reuses the forward's exp(-|x|)), wrapped in a
-  `tf.custom_gradient`; the backward pass only scales them by the upstream per-image gradient.
-  Plain TF ops need ~7 passes over the (T, C) tensor (gather, subtract, softplus, sum, sigmoid,
-  broadcast-gradient sum, gather-gradient scatter). Only this kernel is XLA-compiled; the model
-  and the rest of the loss are not. T is padded up to a few buckets (`_bucket_size`) so XLA
-  compiles a handful of shapes over a training run, not one per batch. The kernel is
-  TensorFlow-specific (Keras 3 has no portable jit/custom-gradient API);
-  `_pairwise_sum_reference` is the same term in plain `keras.ops`, kept as the readable
-  definition and checked against the kernel in the tests.
+* Speed: the (T, C) pairwise term is ~all the cost of the loss beyond the scoring GEMM
+  (T ~ 1,900 and C = 7,186 at the Open Images shape: 14 M pairs, 3x the (B, M, C) score
+  tensor). By default it runs in the compiled CPU kernel of `sdl_tf.native_ops` (a TensorFlow
+  custom op built on first use), which takes the dense (B, C) scores and targets and returns
+  the per-image pair sums, their derivative (applied by a `tf.custom_gradient`) and the SDW
+  variance in one pass per image, with no exp or log per pair (see
+  `sdl_tf/cc/pairwise_kernel.h`); the loss is then within ~1.1x of the bare scoring GEMM
+  forward+backward (`benchmarks/bench_loss.py`).
+  Fallback (inside XLA-compiled steps, where custom ops cannot run, or when the kernel cannot
+  be built): one XLA-compiled kernel (`_pairwise_kernel`) over the packed positives that
+  computes the per-image sums *and* their derivatives in a single pass (sigmoid(x) = d
+  softplus / dx reuses the forward's exp(-|x|)), also under a `tf.custom_gradient`; T is
+  padded up to a few buckets (`_bucket_size`) so XLA compiles a handful of shapes over a
+  training run, not one per batch. Both are TensorFlow-specific (Keras 3 has no portable
+  custom-op/jit/custom-gradient API); `_pairwise_sum_reference` is the same term in plain
+  `keras.ops`, kept as the readable definition and checked against both in the tests.
 * Half-precision inputs (float16/bfloat16) are computed in float32; float64 stays float64.
 * Edge cases: an image with no positive contributes exactly 0 (with zero gradient); an image
   with no negative has no pairs (rank = 0) and uses lt = lambda / max(|N|, 1).
@@ -52,6 +57,7 @@ import tensorflow as tf
 # The test tf.function itself uses to know whether it is traced inside an XLA-compiled function.
 from tensorflow.python.ops import control_flow_util
 
+from sdl_tf import native_ops
 from sdl_tf import scoring as scoring_lib
 
 MODES = ("paper", "official")
@@ -146,7 +152,7 @@ def _pairwise_sum(neg_scores, pos_scores, pos_image, batch):
     Only first-order gradients (the kernel's derivatives are not differentiable again).
     """
     del batch  # the kernel reads it from neg_scores
-    if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    if _in_xla_context():
         # Already inside an XLA-compiled step (e.g. `jit_compile=True` training): the kernel is
         # inlined there, and XLA needs compile-time shapes, which the dynamic padding is not.
         return _pairwise_sum_padded(neg_scores, pos_scores, pos_image)
@@ -156,6 +162,57 @@ def _pairwise_sum(neg_scores, pos_scores, pos_image, batch):
     pos_scores = tf.concat([pos_scores, tf.fill([pad], tf.constant(_HUGE, pos_scores.dtype))], 0)
     pos_image = tf.concat([pos_image, tf.zeros([pad], pos_image.dtype)], 0)
     return _pairwise_sum_padded(neg_scores, pos_scores, pos_image)
+
+
+def _label_set_terms(scores, y_true, positive, vectors, use_sdw):
+    """Eq. (2)'s pair sums and eq. (3)'s variance without the compiled kernel.
+
+    The XLA path of `sdl_loss_terms` (used inside XLA-compiled steps and when
+    `sdl_tf.native_ops` is unavailable): the T positives are packed and the pairs go through
+    `_pairwise_sum`.
+
+    Args:
+        scores: (B, C) scores.
+        y_true: (B, C) targets (> 0.5 positive).
+        positive: (B, C) 0/1 positives in the dtype of `scores`.
+        vectors: (C, d) label vectors.
+        use_sdw: whether the variance is needed (else zeros).
+
+    Returns:
+        pair_sum (B,) and variance (B,), as `native_ops.pairwise_terms`.
+    """
+    ops = keras.ops
+    num_labels = ops.shape(scores)[1]
+    batch = ops.shape(scores)[0]
+    n_pos = ops.sum(positive, axis=1)
+    # The T positives of the batch, packed (no padding): image index and label index of each.
+    pos_image, pos_label = ops.nonzero(y_true > 0.5)
+    pos_image = ops.cast(pos_image, "int32")
+    pos_label = ops.cast(pos_label, "int32")
+    pos_scores = ops.take(ops.reshape(scores, [-1]), pos_image * num_labels + pos_label)  # (T,)
+
+    # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j). Positive columns are set
+    # to a huge negative score so they contribute softplus(-huge) = 0 exactly (no mask pass).
+    neg_scores = ops.where(positive > 0, ops.full_like(scores, -_HUGE), scores)
+    pair_sum = _pairwise_sum(neg_scores, pos_scores, pos_image, batch)  # (B,)
+    if not use_sdw:
+        return pair_sum, ops.zeros_like(n_pos)
+    # eq. (3): unbiased variance of the positives' word vectors (T, d), summed over d.
+    pos_vectors = ops.take(vectors, pos_label, axis=0)
+    mean = (
+        ops.segment_sum(pos_vectors, pos_image, num_segments=batch)
+        / ops.maximum(n_pos, 1.0)[:, None]
+    )
+    centred = pos_vectors - ops.take(mean, pos_image, axis=0)
+    variance = ops.segment_sum(
+        ops.sum(ops.square(centred), axis=1), pos_image, num_segments=batch
+    ) / ops.maximum(n_pos - 1.0, 1.0)
+    return pair_sum, variance
+
+
+def _in_xla_context():
+    """True while tracing inside an XLA-compiled function (custom ops cannot run there)."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _compute_dtype(dtype):
@@ -205,32 +262,17 @@ def sdl_loss_terms(
     has_pos = n_pos > 0
 
     scores = scoring_lib.scores_from_matrices(matrices, vectors, scoring)  # (B, C), eq. (1)
-    batch = ops.shape(scores)[0]
 
-    # The T positives of the batch, packed (no padding): image index and label index of each.
-    pos_image, pos_label = ops.nonzero(y_true > 0.5)
-    pos_image = ops.cast(pos_image, "int32")
-    pos_label = ops.cast(pos_label, "int32")
-    pos_scores = ops.take(ops.reshape(scores, [-1]), pos_image * num_labels + pos_label)  # (T,)
-
-    # eq. (2): sum over positive-negative pairs of softplus(s_k - s_j). Positive columns are set
-    # to a huge negative score so they contribute softplus(-huge) = 0 exactly (no mask pass).
-    neg_scores = ops.where(positive > 0, ops.full_like(scores, -_HUGE), scores)
-    pair_sum = _pairwise_sum(neg_scores, pos_scores, pos_image, batch)  # (B,)
+    native = None if _in_xla_context() else native_ops.load()
+    if native is not None:
+        # The compiled kernel: eq. (2)'s pair sums (with their derivative) and eq. (3)'s
+        # variance straight from the dense targets, in one pass per image.
+        pair_sum, variance = native_ops.pairwise_terms(native, scores, y_true, vectors)
+    else:
+        pair_sum, variance = _label_set_terms(scores, y_true, positive, vectors, use_sdw)
     rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
-
-    # eq. (3): SDW from the positives' word vectors (T, d); constant w.r.t. A.
-    if use_sdw:
-        pos_vectors = ops.take(vectors, pos_label, axis=0)
-        mean = ops.segment_sum(pos_vectors, pos_image, num_segments=batch) / ops.maximum(
-            n_pos, 1.0
-        )[:, None]
-        centred = pos_vectors - ops.take(mean, pos_image, axis=0)
-        variance = ops.segment_sum(
-            ops.sum(ops.square(centred), axis=1), pos_image, num_segments=batch
-        ) / ops.maximum(n_pos - 1.0, 1.0)
-        sdw = 1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance))
-        sdw = ops.stop_gradient(sdw)
+    if use_sdw:  # eq. (3); a constant weight w.r.t. A
+        sdw = ops.stop_gradient(1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance)))
     else:
         sdw = ops.ones_like(n_pos)
     rank = sdw * rank

@@ -7,9 +7,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import losses
+from sdl_tf import losses, native_ops
 
 NUM_GOLDEN_CASES = 6
+
+
+@pytest.fixture(params=["native", "xla"])
+def backend(request, monkeypatch):
+    """Runs a test with the compiled kernel (sdl_tf.native_ops) and with the XLA fallback."""
+    if request.param == "xla":
+        monkeypatch.setattr(native_ops, "load", lambda: None)
+    else:
+        assert native_ops.load() is not None, native_ops.unavailable_reason()
+    return request.param
 
 
 def _golden_case(golden_dir, i):
@@ -46,7 +56,7 @@ def _reference_terms(labels, a, vectors, reg_lambda, use_sdw=True, use_reg=True,
 @pytest.mark.parametrize("case", range(NUM_GOLDEN_CASES))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf_function"])
-def test_terms_match_golden(golden_dir, case, dtype, graph):
+def test_terms_match_golden(golden_dir, case, dtype, graph, backend):
     g = _golden_case(golden_dir, case)
     kwargs = {"reg_lambda": float(g["reg_lambda"])}
 
@@ -73,7 +83,7 @@ def test_terms_match_golden(golden_dir, case, dtype, graph):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("mode", ["paper", "official"])
-def test_keras_loss_mean_matches_golden(golden_dir, dtype, mode):
+def test_keras_loss_mean_matches_golden(golden_dir, dtype, mode, backend):
     for case in range(NUM_GOLDEN_CASES):
         g = _golden_case(golden_dir, case)
         loss = losses.SDLLoss(
@@ -90,13 +100,11 @@ def test_keras_loss_mean_matches_golden(golden_dir, dtype, mode):
         per_image = losses.SDLLoss(
             g["wordvecs"], reg_lambda=float(g["reg_lambda"]), mode=mode, reduction=None
         )(g["labels"], g["A"])
-        expected_pi = (
-            g["paper_loss_per_image"] if mode == "paper" else g["official_loss_per_image"]
-        )
+        expected_pi = g["paper_loss_per_image"] if mode == "paper" else g["official_loss_per_image"]
         assert _rel_err(per_image, expected_pi) < 1e-5
 
 
-def test_gradient_matches_finite_differences(golden_dir):
+def test_gradient_matches_finite_differences(golden_dir, backend):
     g = _golden_case(golden_dir, 1)
     y = tf.constant(g["labels"], tf.float64)
     vectors = g["wordvecs"]
@@ -108,7 +116,7 @@ def test_gradient_matches_finite_differences(golden_dir):
     np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-7)
 
 
-def test_distributed_equals_single_device(golden_dir):
+def test_distributed_equals_single_device(golden_dir, backend):
     """Per-replica per-example losses summed / global batch == the single-device batch mean."""
     assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest should create 2 CPUs"
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -154,7 +162,7 @@ def test_distributed_equals_single_device(golden_dir):
     "use_sdw,use_reg,scoring",
     [(False, True, "max"), (True, False, "max"), (False, False, "l2"), (True, True, "l2")],
 )
-def test_ablations_match_reference(use_sdw, use_reg, scoring):
+def test_ablations_match_reference(use_sdw, use_reg, scoring, backend):
     rng = np.random.default_rng(0)
     b, m, d, c = 5, 3, 12, 9
     vectors = rng.normal(size=(c, d))
@@ -192,7 +200,7 @@ def _value_and_grad(labels, a, vectors, **kwargs):
     return terms, tape.gradient(total, a)
 
 
-def test_edge_cases_are_finite():
+def test_edge_cases_are_finite(backend):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(6, 4)).astype("float32")
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -219,7 +227,7 @@ def test_edge_cases_are_finite():
     np.testing.assert_allclose(alone["loss"], terms["loss"][3:], rtol=1e-6)
 
 
-def test_all_images_without_positive_give_zero_and_finite_grad():
+def test_all_images_without_positive_give_zero_and_finite_grad(backend):
     vectors = np.eye(3, dtype="float32")
     terms, grad = _value_and_grad(np.zeros((2, 3)), np.ones((2, 2, 3), "float32"), vectors)
     np.testing.assert_array_equal(terms["loss"], [0.0, 0.0])
@@ -236,7 +244,7 @@ def test_m1_has_zero_regulariser():
     assert np.all(np.isfinite(grad))
 
 
-def test_large_score_gaps_do_not_overflow():
+def test_large_score_gaps_do_not_overflow(backend):
     vectors = np.eye(3, dtype="float32")
     a = np.array([[[1e4, -1e4, 0.0], [2e4, 0.0, -3e4]]], dtype="float32")  # gaps of ~1e4
     for labels in ([[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]):
@@ -251,7 +259,7 @@ def test_large_score_gaps_do_not_overflow():
 
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
-def test_half_precision_inputs_compute_in_float32(golden_dir, half):
+def test_half_precision_inputs_compute_in_float32(golden_dir, half, backend):
     g = _golden_case(golden_dir, 2)
     a16 = tf.cast(tf.constant(g["A"]), half)
     terms, grad = _value_and_grad(g["labels"].astype("float32"), a16, g["wordvecs"], reg_lambda=0.3)
@@ -320,7 +328,7 @@ def test_bad_arguments_raise():
         losses.SDLLoss(np.eye(2))(np.ones((1, 3)), np.ones((1, 1, 2)))
 
 
-def test_unknown_static_shapes(golden_dir):
+def test_unknown_static_shapes(golden_dir, backend):
     """Graph with all dimensions unknown (e.g. a training loop's relaxed input signature)."""
     g = _golden_case(golden_dir, 2)
     spec = [tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None, None], tf.float32)]
