@@ -19,12 +19,21 @@ Deterministic tie-breaking:
 
 Scale: the evaluator keeps the (N, C) float32 score matrix (needed to rank the images of every
 label), the positives as sparse indices, and the top-K counts; it never builds an (N, C, M)
-tensor. AP uses only the ranks of the positives: each label's column is sorted once (in column
-chunks) and the positives' scores are located by binary search; only a positive whose score
-ties with another image's score needs one extra comparison pass over its column.
+tensor. `ZSLEvaluator.update` scores the images in GEMM blocks (BLAS spreads each GEMM over all
+cores); the rest of a block's per-image work (the max over M, the NaN check, the positives, the
+top-K hits) runs on one worker thread per core over row ranges of the block, while the next
+block's GEMM runs (after a call, BLAS threads spin-wait for ~0.1 s and would otherwise take a
+core from that work). numpy releases the GIL in these passes; the TP counts are sums and the
+per-range positives and kept-image masks are merged in image order, so the results do not
+depend on the number of threads. AP uses only the ranks of the positives: each label's column
+is sorted once (in column chunks) and the positives' scores are located by binary search; only
+a positive whose score ties with another image's score needs one extra comparison pass over its
+column.
 """
 
 import concurrent.futures
+import contextlib
+import functools
 import os
 import threading
 
@@ -38,11 +47,20 @@ SCORINGS = ("max", "l2")  # as sdl_tf.scoring.SCORINGS (not imported: no TensorF
 _BLOCK_BYTES = 1 << 26
 # Worker threads of the AP computation (each holds two _BLOCK_BYTES buffers).
 _MAX_AP_THREADS = 4
-# Columns with at most this many labels are ranked by a full stable argsort per row; wider rows
-# use the group-maximum bound in `top_k_indices`.
-_ARGSORT_MAX_LABELS = 512
-# Images per score GEMM block in `numpy_scores` (into a reused workspace; measured faster than
-# smaller cache-sized blocks with OpenBLAS on 2 cores).
+# Rows per transposed tile when the AP slabs are built from the row-major score blocks.
+_TILE_ROWS = 256
+# Worker threads of the per-batch work (row ranges of each score block; see the module doc).
+_MAX_ROW_THREADS = 4
+# Rows per task of `update_scores` (bounds the per-task temporaries; tasks are merged in order).
+_TASK_ROWS = 256
+# Column groups of the top-K bound in `_top_k_bound` (at least 4 K); rows of fewer than two
+# columns per group use the exact K-th largest score instead.
+_MIN_GROUPS = 256
+# Bits of the packed (row, score, label) sort key of `_top_k_entries`; wider keys (or other
+# dtypes than float32) fall back to np.lexsort.
+_SORT_KEY_BITS = 64
+# Images per score GEMM block in `numpy_scores` and `ZSLEvaluator.update` (into reused
+# workspaces; measured faster than smaller cache-sized blocks with OpenBLAS on 2 cores).
 _GEMM_BLOCK = 512
 
 
@@ -50,6 +68,66 @@ def _check_scoring(scoring):
     if scoring not in SCORINGS:
         raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     return scoring
+
+
+def _cpu_count():
+    """Cores available to this process (affinity-aware where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, min(len(os.sched_getaffinity(0)), os.cpu_count() or 1))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _thread_pool(workers):
+    """A thread pool of `workers` threads, or None (run inline) for a single worker."""
+    if workers <= 1:
+        yield None
+        return
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        yield pool
+
+
+def _submit(pool, tasks):
+    """Starts the zero-argument callables `tasks` on `pool` (None: runs them now); futures."""
+    if pool is not None:
+        return [pool.submit(task) for task in tasks]
+    futures = []
+    for task in tasks:
+        futures.append(concurrent.futures.Future())
+        futures[-1].set_result(task())
+    return futures
+
+
+def _results(futures):
+    """The results of `futures`, in order (re-raises a task's error)."""
+    return [future.result() for future in futures]
+
+
+def _split(start, stop, parts):
+    """At most `parts` contiguous, near-equal, non-empty (start, stop) ranges of [start, stop)."""
+    n = stop - start
+    parts = max(1, min(parts, n))
+    return [(start + i * n // parts, start + (i + 1) * n // parts) for i in range(parts)]
+
+
+def _reduce_products(products, scoring, out):
+    """Scores (n, C) from the (n, M, C) products A t_c: max over M (eq. 1) or the l2 norm."""
+    if scoring == "max":
+        np.max(products, axis=1, out=out)
+    else:
+        np.sqrt(np.einsum("bmc,bmc->bc", products, products), out=out)
+
+
+def _products(matrices, vectors_t, workspace):
+    """The (B, M, C) products A t_c of a block of images: one BLAS GEMM (B*M, d) x (d, C).
+
+    Written into the reused `workspace` (no page faults of a fresh allocation).
+    """
+    b, m, d = matrices.shape
+    c = vectors_t.shape[1]
+    products = workspace.reshape(-1)[: b * m * c].reshape(b * m, c)
+    np.matmul(matrices.reshape(-1, d), vectors_t, out=products)
+    return products.reshape(b, m, c)
 
 
 def numpy_scores(
@@ -101,53 +179,133 @@ def numpy_scores(
         vectors_t = np.ascontiguousarray(vectors.T)
     for start in range(0, b, block_size):
         stop = min(start + block_size, b)
-        products = workspace.reshape(-1)[: (stop - start) * m * c].reshape((stop - start) * m, c)
-        np.matmul(matrices[start:stop].reshape(-1, d), vectors_t, out=products)
-        products = products.reshape(stop - start, m, c)
-        if scoring == "max":
-            np.max(products, axis=1, out=out[start:stop])
-        else:
-            np.sqrt(np.einsum("bmc,bmc->bc", products, products), out=out[start:stop])
+        _reduce_products(
+            _products(matrices[start:stop], vectors_t, workspace), scoring, out[start:stop]
+        )
     return out
+
+
+def _top_k_bound(scores, k):
+    """Per-row lower bound on the k-th largest score, and whether `scores` holds a NaN.
+
+    Rows of at least 2 G columns (G = max(_MIN_GROUPS, 4 k) groups) use the k-th largest of
+    the maxima of G column groups: the k best groups each hold a score >= it. The groups are
+    strided (column j is in group j mod G, the last partial stride folded into the first groups)
+    so that their maxima are one reduction over the middle axis of an (n, c // G, G) view, with
+    long contiguous inner loops: ~5x faster than maxima of contiguous groups. A NaN propagates
+    into its group's maximum, so the NaN check costs no extra pass. Narrower rows use the exact
+    k-th largest score (np.partition).
+
+    Args:
+        scores: (n, c) real array.
+        k: 1 <= k <= c.
+
+    Returns:
+        ((n,) bound, has_nan); the bound is None if has_nan.
+    """
+    n, c = scores.shape
+    groups = max(_MIN_GROUPS, 4 * k)
+    if c < 2 * groups:
+        if np.isnan(scores).any():
+            return None, True
+        return np.partition(scores, c - k, axis=1)[:, c - k], False
+    width = c // groups
+    group_max = scores[:, : width * groups].reshape(n, width, groups).max(axis=1)
+    rest = c - width * groups
+    if rest:
+        np.maximum(group_max[:, :rest], scores[:, width * groups :], out=group_max[:, :rest])
+    if np.isnan(group_max).any():
+        return None, True
+    return np.partition(group_max, groups - k, axis=1)[:, groups - k], False
+
+
+def _descending_key(values):
+    """uint64 keys of float32 `values` (no NaN) in descending order, equal values equal keys."""
+    # +0.0 so that -0.0 (== 0.0) gets the key of 0.0; then the IEEE bits made monotone.
+    bits = (values + np.float32(0.0)).view(np.uint32)
+    ascending = bits ^ ((np.uint32(0) - (bits >> np.uint32(31))) | np.uint32(0x80000000))
+    return (~ascending).astype(np.uint64)
+
+
+def _top_k_entries(scores, k, bound):
+    """The top-k entries of each row, ranked by the tie rule (score desc, then index asc).
+
+    Args:
+        scores: (n, c) array without NaN.
+        k: 1 <= k <= c.
+        bound: (n,) lower bound on each row's k-th largest score (from `_top_k_bound`).
+
+    Returns:
+        (rows, cols, ranks): (n * k,) int64 arrays sorted by row, then rank 0..k-1.
+    """
+    n, c = scores.shape
+    # flatnonzero + divmod: 2-D np.nonzero is ~20x slower on sparse masks.
+    flat = np.flatnonzero(scores >= bound[:, None])
+    rows, cols = np.divmod(flat, c)
+    values = scores.reshape(-1)[flat] if scores.flags.c_contiguous else scores[rows, cols]
+    row_bits, col_bits = max(1, (n - 1).bit_length()), max(1, (c - 1).bit_length())
+    if scores.dtype == np.float32 and row_bits + 32 + col_bits <= _SORT_KEY_BITS:
+        # One sort of packed (row, descending score, column) keys: ~15x faster than lexsort.
+        keys = (
+            (rows.astype(np.uint64) << np.uint64(32 + col_bits))
+            | (_descending_key(values) << np.uint64(col_bits))
+            | cols.astype(np.uint64)
+        )
+        keys.sort()
+        rows = (keys >> np.uint64(32 + col_bits)).astype(np.int64)
+        cols = (keys & np.uint64((1 << col_bits) - 1)).astype(np.int64)
+    else:
+        # By row, then score desc, then index asc: the reverse of (row desc, score asc, index
+        # desc), so that the scores are never negated (unsigned dtypes would wrap).
+        order = np.lexsort((-cols, values, -rows))[::-1]
+        rows, cols = rows[order], cols[order]
+    counts = np.bincount(rows, minlength=n)
+    ranks = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+    top = ranks < k  # every row has >= k entries at or above its bound
+    return rows[top], cols[top], ranks[top]
 
 
 def top_k_indices(scores, k):
     """Indices of the top-k scores per row: higher score first, ties -> lower index first.
 
-    For wide rows, a lower bound on each row's k-th largest score is the k-th largest of the
-    maxima of G >= k column groups (the k best groups each hold a score >= it), so only the few
-    scores above the bound are sorted. The result is exact, including ties.
+    Only the scores at or above a cheap per-row lower bound on the k-th largest score
+    (`_top_k_bound`) are sorted. The result is exact, including ties.
 
     Args:
-        scores: (n, c) float array without NaN.
+        scores: (n, c) real array without NaN.
         k: number of indices per row, 1 <= k <= c.
 
     Returns:
         (n, k) int64 array of column indices.
+
+    Raises:
+        ValueError: if k is out of range or `scores` holds a NaN.
     """
+    scores = np.asarray(scores)
     n, c = scores.shape
     if not 1 <= k <= c:
         raise ValueError(f"k must be in [1, {c}], got {k}")
-    num_groups = max(64, 4 * k)
-    if c <= max(_ARGSORT_MAX_LABELS, 4 * num_groups) or n == 0:
-        # Stable sort of the negated scores: descending, equal scores keep index order.
-        return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
-    width = c // num_groups
-    group_max = scores[:, : num_groups * width].reshape(n, num_groups, width).max(axis=2)
-    if num_groups * width < c:
-        rest = scores[:, num_groups * width :].max(axis=1, keepdims=True)
-        group_max = np.concatenate([group_max, rest], axis=1)
-    num = group_max.shape[1]
-    bound = np.partition(group_max, num - k, axis=1)[:, num - k]
-    # flatnonzero + divmod: 2-D np.nonzero is ~20x slower on sparse masks.
-    rows, cols = np.divmod(np.flatnonzero(scores >= bound[:, None]), c)
-    values = scores[rows, cols]
-    order = np.lexsort((cols, -values, rows))  # by row, then score desc, then index asc
-    rows, cols = rows[order], cols[order]
-    counts = np.bincount(rows, minlength=n)
-    starts = np.cumsum(counts) - counts
-    rank_in_row = np.arange(rows.size) - starts[rows]
-    return cols[rank_in_row < k].reshape(n, k).astype(np.int64)
+    if n == 0:
+        return np.zeros((0, k), np.int64)
+    bound, has_nan = _top_k_bound(scores, k)
+    if has_nan:
+        raise ValueError("scores contain NaN")
+    return _top_k_entries(scores, k, bound)[1].reshape(n, k)
+
+
+def _positive(labels):
+    """{0, 1} labels -> bool; integers compare with 0 (same as > 0.5, ~5x faster on uint8)."""
+    if labels.dtype == np.bool_:
+        return labels
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels > 0
+    return labels > 0.5
+
+
+class _RowCounts:
+    """Per-row-range results of `ZSLEvaluator._count_rows` (merged in image order)."""
+
+    __slots__ = ("offset", "has_nan", "pos_rows", "pos_cols", "keep", "num_pos", "tp")
 
 
 class ZSLEvaluator:
@@ -172,7 +330,7 @@ class ZSLEvaluator:
                 raise ValueError(f"label_vectors must be (C, d), got {self.label_vectors.shape}")
             num_labels = self.label_vectors.shape[0]
             self._vectors_t = np.ascontiguousarray(self.label_vectors.T)
-        self._workspace = None  # reused GEMM output buffer
+        self._workspaces = None  # two reused GEMM output buffers (see `update`)
         self.ks = tuple(int(k) for k in ks)
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {ks}")
@@ -191,6 +349,8 @@ class ZSLEvaluator:
         ):
             raise ValueError(f"unseen_indices out of range for {num_labels} labels")
         self.num_labels = num_labels
+        self._is_unseen = np.zeros(num_labels, bool)
+        self._is_unseen[self.unseen_indices] = True
 
     def reset(self):
         """Forgets all accumulated batches."""
@@ -215,26 +375,34 @@ class ZSLEvaluator:
                 f"expected labels ({batch}, {self.num_labels}) for a batch of {batch} images "
                 f"over {self.num_labels} labels, got labels {labels.shape} and {num_labels} labels"
             )
-        return labels > 0.5
+        return labels
 
     def _reserve(self, rows):
-        """Yields (slice of the store, start, stop) for `rows` new images, in order."""
-        done = 0
+        """Stores room for `rows` new images: [(slice of the store, start, stop)], in order.
+
+        The room is taken at once, so `_rollback(rows)` undoes it whatever happens next.
+        """
+        parts, done = [], 0
         while done < rows:
             if self._current is None:
                 capacity = max(1, _BLOCK_BYTES // (4 * self.num_labels))
                 self._current = np.empty((capacity, self.num_labels), np.float32)
                 self._fill = 0
             take = min(rows - done, self._current.shape[0] - self._fill)
-            yield self._current[self._fill : self._fill + take], done, done + take
+            parts.append((self._current[self._fill : self._fill + take], done, done + take))
             self._fill += take
             done += take
             if self._fill == self._current.shape[0]:
                 self._blocks.append(self._current)
                 self._current = None
+        return parts
 
     def update(self, matrices, labels):
-        """Adds a batch of per-image matrices (B, M, d) with labels (B, C) in {0, 1}."""
+        """Adds a batch of per-image matrices (B, M, d) with labels (B, C) in {0, 1}.
+
+        Raises:
+            ValueError: on wrong shapes, or if a score is NaN (the batch is then not added).
+        """
         if self.label_vectors is None:
             raise ValueError("update() needs label_vectors; use update_scores() instead")
         matrices = np.asarray(matrices, dtype=np.float32)
@@ -242,34 +410,77 @@ class ZSLEvaluator:
             raise ValueError(
                 f"expected matrices (B, M, {self.label_vectors.shape[1]}), got {matrices.shape}"
             )
-        positive = self._check_batch(labels, matrices.shape[0], self.label_vectors.shape[0])
+        labels = self._check_batch(labels, matrices.shape[0], self.label_vectors.shape[0])
         size = _GEMM_BLOCK * matrices.shape[1] * self.num_labels
-        if self._workspace is None or self._workspace.size < size:
-            self._workspace = np.empty(size, np.float32)
-        stored = []
-        for out, start, stop in self._reserve(matrices.shape[0]):
-            numpy_scores(
-                matrices[start:stop],
-                self.label_vectors,
-                self.scoring,
-                out=out,
-                workspace=self._workspace,
-                vectors_t=self._vectors_t,
-            )
-            stored.append(out)
-        self._count(stored, positive)
+        if self._workspaces is None or self._workspaces[0].size < size:
+            self._workspaces = (np.empty(size, np.float32), np.empty(size, np.float32))
+        workers = min(_cpu_count(), _MAX_ROW_THREADS)
+        parts = self._reserve(matrices.shape[0])
+        # GEMM blocks: (store slice of their part, start and stop in the batch, start in the part).
+        blocks = [
+            (out, start + at, min(start + at + _GEMM_BLOCK, stop), at)
+            for out, start, stop in parts
+            for at in range(0, stop - start, _GEMM_BLOCK)
+        ]
+        counts, pending = [], []
+        try:
+            with _thread_pool(workers) as pool:
+                for i, (out, b0, b1, at) in enumerate(blocks):
+                    # Pipelined: the row-range tasks of the previous block (in the other
+                    # workspace) run during this GEMM, so BLAS threads are busy rather than
+                    # spin-waiting while they run.
+                    products = _products(matrices[b0:b1], self._vectors_t, self._workspaces[i % 2])
+                    counts += _results(pending)  # frees the other workspace for the next GEMM
+                    pending = _submit(
+                        pool,
+                        [
+                            functools.partial(
+                                self._count_rows,
+                                out[at + r0 : at + r1],
+                                labels[b0 + r0 : b0 + r1],
+                                b0 + r0,
+                                products[r0:r1],
+                            )
+                            for r0, r1 in _split(0, b1 - b0, workers)
+                        ],
+                    )
+                counts += _results(pending)
+        except BaseException:
+            self._rollback(matrices.shape[0])
+            raise
+        self._merge(counts, matrices.shape[0])
 
     def update_scores(self, scores, labels):
-        """Adds a batch of tag scores (B, C) with labels (B, C) in {0, 1}."""
+        """Adds a batch of tag scores (B, C) with labels (B, C) in {0, 1}.
+
+        Raises:
+            ValueError: on wrong shapes, or if a score is NaN (the batch is then not added).
+        """
         scores = np.asarray(scores)
         if scores.ndim != 2:
             raise ValueError(f"expected scores (B, C), got {scores.shape}")
-        positive = self._check_batch(labels, scores.shape[0], scores.shape[1])
-        stored = []
+        labels = self._check_batch(labels, scores.shape[0], scores.shape[1])
+        workers = min(_cpu_count(), _MAX_ROW_THREADS)
+        tasks = []
         for out, start, stop in self._reserve(scores.shape[0]):
-            out[...] = scores[start:stop]
-            stored.append(out)
-        self._count(stored, positive)
+            for r0 in range(start, stop, _TASK_ROWS):
+                r1 = min(r0 + _TASK_ROWS, stop)
+                tasks.append(
+                    functools.partial(
+                        self._count_rows,
+                        out[r0 - start : r1 - start],
+                        labels[r0:r1],
+                        r0,
+                        scores=scores[r0:r1],
+                    )
+                )
+        try:
+            with _thread_pool(min(workers, len(tasks))) as pool:
+                counts = _results(_submit(pool, tasks))
+        except BaseException:
+            self._rollback(scores.shape[0])
+            raise
+        self._merge(counts, scores.shape[0])
 
     def _rollback(self, rows):
         """Forgets the last `rows` stored score rows (a rejected batch)."""
@@ -281,42 +492,83 @@ class ZSLEvaluator:
             self._fill -= take
             rows -= take
 
-    def _count(self, stored, positive):
-        """Top-K counts of a new batch whose scores were written to the `stored` slices."""
-        for part in stored:
-            if np.isnan(part).any():
-                self._rollback(positive.shape[0])
-                raise ValueError(
-                    f"NaN scores in the batch starting at image {self._num_images} "
-                    "(check the model outputs)"
-                )
-        scores = stored[0] if len(stored) == 1 else np.concatenate(stored)
-        rows, cols = np.divmod(np.flatnonzero(positive), positive.shape[1])
-        self._pos_rows.append(rows.astype(np.int64) + self._num_images)
-        self._pos_cols.append(cols.astype(np.int32))
-        self._num_images += scores.shape[0]
+    def _count_rows(self, out, labels, offset, products=None, scores=None):
+        """Stores the scores of a row range of a batch and counts its positives and top-K hits.
+
+        Runs on a worker thread: it writes only `out` and returns its results.
+
+        Args:
+            out: (n, C) float32 slice of the store for these rows.
+            labels: (n, C) labels of these rows.
+            offset: index of the first row in the batch.
+            products: (n, M, C) products A t_c to reduce into `out` (`update`), or
+            scores: (n, C) scores to copy into `out` (`update_scores`).
+
+        Returns:
+            A `_RowCounts`; only `offset` and `has_nan` are set if the scores hold a NaN.
+        """
+        res = _RowCounts()
+        res.offset = offset
+        if products is not None:
+            _reduce_products(products, self.scoring, out)
+        else:
+            out[...] = scores
+        n, c = out.shape
+        # GZSL ranks all labels of every row (a dropped row has no positive, so no hit): its
+        # bound pass over all the scores is also the NaN check.
+        bound, res.has_nan = _top_k_bound(out, min(max(self.ks), c)) if c else (None, False)
+        if res.has_nan:
+            return res
+        positive = _positive(labels)
+        rows, cols = np.divmod(np.flatnonzero(positive), c)
+        res.pos_rows, res.pos_cols = rows, cols.astype(np.int32)
+        res.keep, res.num_pos, res.tp = {}, {}, {}
         for protocol in PROTOCOLS:
             if protocol == "zsl":
-                pos_eval = positive[:, self.unseen_indices]
+                unseen = self._is_unseen[cols]
+                eval_rows, num_eval = rows[unseen], self.unseen_indices.size
             else:
-                pos_eval = positive
-            num_pos = pos_eval.sum(axis=1)
-            keep = num_pos > 0
-            self._keep[protocol].append(keep)
-            self._num_pos[protocol] += int(num_pos.sum())
-            num_eval = pos_eval.shape[1]
-            if num_eval == 0 or not keep.any():
+                eval_rows, num_eval = rows, c
+            keep = np.zeros(n, bool)
+            keep[eval_rows] = True
+            res.keep[protocol] = keep
+            res.num_pos[protocol] = eval_rows.size
+            res.tp[protocol] = np.zeros(len(self.ks), np.int64)
+            if eval_rows.size == 0:
                 continue
-            if protocol == "zsl":
-                s_eval = scores[np.ix_(keep, self.unseen_indices)]
-            else:
-                s_eval = scores if keep.all() else scores[keep]
-            pos_kept = pos_eval if keep.all() else pos_eval[keep]
             k_max = min(max(self.ks), num_eval)
-            hits = np.take_along_axis(pos_kept, top_k_indices(s_eval, k_max), axis=1)
-            cumulative = np.cumsum(hits.sum(axis=0))  # TP within the first j + 1 predictions
+            if protocol == "zsl":
+                # Only the kept rows, only the unseen labels (one gather of those scores).
+                kept = np.flatnonzero(keep)
+                s_eval = out.reshape(-1)[(kept * c)[:, None] + self.unseen_indices]
+                bound_eval, _ = _top_k_bound(s_eval, k_max)
+                top_rows, top_cols, ranks = _top_k_entries(s_eval, k_max, bound_eval)
+                hits = positive[kept[top_rows], self.unseen_indices[top_cols]]
+            else:
+                top_rows, top_cols, ranks = _top_k_entries(out, k_max, bound)
+                hits = positive[top_rows, top_cols]
+            # TP within the first j + 1 predictions, summed over the rows.
+            cumulative = np.cumsum(np.bincount(ranks[hits], minlength=k_max))
             for i, k in enumerate(self.ks):
-                self._tp[protocol][i] += int(cumulative[min(k, num_eval) - 1])
+                res.tp[protocol][i] = cumulative[min(k, num_eval) - 1]
+        return res
+
+    def _merge(self, counts, rows):
+        """Adds the row-range results of a batch of `rows` images (or rejects it on NaN)."""
+        if any(r.has_nan for r in counts):
+            self._rollback(rows)
+            raise ValueError(
+                f"NaN scores in the batch starting at image {self._num_images} "
+                "(check the model outputs)"
+            )
+        for r in counts:
+            self._pos_rows.append(r.pos_rows + (self._num_images + r.offset))
+            self._pos_cols.append(r.pos_cols)
+            for protocol in PROTOCOLS:
+                self._keep[protocol].append(r.keep[protocol])
+                self._num_pos[protocol] += int(r.num_pos[protocol])
+                self._tp[protocol] += r.tp[protocol]
+        self._num_images += rows
 
     # -- results -----------------------------------------------------------------------------
 
@@ -350,18 +602,13 @@ class ZSLEvaluator:
             block_keep.append(keep[start : start + block.shape[0]])
             start += block.shape[0]
         contiguous = bool(np.all(np.diff(columns) == 1))
-        chunk = int(max(1, min(columns.size, _BLOCK_BYTES // (4 * n))))
+        workers = min(_cpu_count(), _MAX_AP_THREADS)
+        # Chunks of at most _BLOCK_BYTES per buffer, and enough of them to keep every worker busy.
+        chunk = int(max(1, min(-(-columns.size // (4 * workers)), _BLOCK_BYTES // (4 * n))))
         buffers = threading.local()
 
-        def process(c0):
-            c1 = min(c0 + chunk, columns.size)
-            if bounds[c0] == bounds[c1]:
-                return  # no positive in these labels
-            if not hasattr(buffers, "slab"):  # one pair of buffers per worker thread
-                buffers.slab = np.empty((chunk, n), np.float32)
-                buffers.ordered = np.empty((chunk, n), np.float32)
-            # (labels, kept images) slab of the score matrix, one label per row.
-            slab = buffers.slab[: c1 - c0]
+        def fill(slab, c0, c1):
+            """(labels c0..c1, kept images) slab of the score matrix, one label per row."""
             offset = 0
             for block, bk in zip(blocks, block_keep, strict=True):
                 part = (
@@ -371,37 +618,55 @@ class ZSLEvaluator:
                 )
                 if not bk.all():
                     part = part[bk]
-                # Transpose in 64-row tiles: a whole strided `.T` copy is ~15x slower.
-                for r in range(0, part.shape[0], 64):
-                    tile = part[r : r + 64]
+                # Transpose in tiles: a whole strided `.T` copy is ~4x slower (and 64-row
+                # tiles ~1.5x slower: more Python calls, shorter contiguous runs per label).
+                for r in range(0, part.shape[0], _TILE_ROWS):
+                    tile = part[r : r + _TILE_ROWS]
                     slab[:, offset : offset + tile.shape[0]] = tile.T
                     offset += tile.shape[0]
+
+        def process(c0):
+            c1 = min(c0 + chunk, columns.size)
+            if bounds[c0] == bounds[c1]:
+                return  # no positive in these labels
+            if not hasattr(buffers, "slab"):  # one pair of buffers per worker thread
+                buffers.slab = np.empty((chunk, n), np.float32)
+                buffers.ordered = np.empty((chunk, n), np.float32)
+            slab = buffers.slab[: c1 - c0]
+            fill(slab, c0, c1)
+            # The chunk's positives, grouped by label (ascending), then by image.
+            segments = bounds[c0 : c1 + 1] - bounds[c0]
+            with_pos = np.flatnonzero(np.diff(segments))
             pos_rows = rows[bounds[c0] : bounds[c1]]
-            pos_scores = slab[slots[bounds[c0] : bounds[c1]] - c0, pos_rows]
+            pos_labels = slots[bounds[c0] : bounds[c1]] - c0
+            pos_scores = slab[pos_labels, pos_rows]
+            # A sorted copy: the image order in `slab` is needed for ties, which are not rare
+            # (float32 scores of ~1e5 images collide in most label chunks).
             ordered = buffers.ordered[: c1 - c0]
             ordered[...] = slab
             ordered.sort(axis=1)
-            for j in range(c0, c1):
-                lo, hi = bounds[j] - bounds[c0], bounds[j + 1] - bounds[c0]
-                if lo == hi:
-                    continue
-                p = pos_scores[lo:hi]
-                ordered_column = ordered[j - c0]
-                greater = n - np.searchsorted(ordered_column, p, side="right")
-                tied = (n - np.searchsorted(ordered_column, p, side="left")) - greater > 1
-                # rank = 1 + (number of higher scores) + (number of equal scores of earlier
-                # images); ranking the positives by rank, the i-th has i positives at or above.
-                ranks = greater + 1
-                for t in np.flatnonzero(tied):
-                    equal = np.flatnonzero(slab[j - c0] == p[t])  # ascending image index
-                    ranks[t] += np.searchsorted(equal, pos_rows[lo + t])
-                ranks.sort()
-                aps[j] = np.add.reduce(np.arange(1, hi - lo + 1) / ranks) / (hi - lo)
+            at_or_below = np.empty(pos_rows.size, np.int64)
+            for j in with_pos:  # one binary search per label, the rest per chunk
+                lo, hi = segments[j], segments[j + 1]
+                at_or_below[lo:hi] = ordered[j].searchsorted(pos_scores[lo:hi], side="right")
+            # rank = 1 + (number of higher scores) + (number of equal scores of earlier images).
+            ranks = n - at_or_below + 1
+            # p itself is at at_or_below - 1; another image ties iff the one before is p.
+            before = ordered[pos_labels, np.maximum(at_or_below - 2, 0)]
+            for t in np.flatnonzero((at_or_below >= 2) & (before == pos_scores)):
+                equal = np.flatnonzero(slab[pos_labels[t]] == pos_scores[t])  # image order
+                ranks[t] += np.searchsorted(equal, pos_rows[t])
+            # Ranking a label's positives by rank, the i-th has i positives at or above it.
+            ranks = ranks[np.lexsort((ranks, pos_labels))]
+            precision = (np.arange(ranks.size) - segments[pos_labels] + 1) / ranks
+            for j in with_pos:
+                lo, hi = segments[j], segments[j + 1]
+                aps[c0 + j] = np.add.reduce(precision[lo:hi]) / (hi - lo)
 
         # Label chunks are independent (each writes only its own `aps` entries) and the work is
         # numpy copies and sorts, which release the GIL: one thread per core.
         starts = range(0, columns.size, chunk)
-        workers = min(len(starts), os.cpu_count() or 1, _MAX_AP_THREADS)
+        workers = min(len(starts), workers)
         if workers <= 1:
             for c0 in starts:
                 process(c0)
@@ -422,9 +687,7 @@ class ZSLEvaluator:
             else:
                 columns = np.arange(self.num_labels)
             keep = (
-                np.concatenate(self._keep[protocol])
-                if self._keep[protocol]
-                else np.zeros(0, bool)
+                np.concatenate(self._keep[protocol]) if self._keep[protocol] else np.zeros(0, bool)
             )
             num_kept = int(keep.sum())
             res = {}

@@ -196,3 +196,158 @@ def test_errors_and_nan_rollback():
         metrics.ZSLEvaluator(None, [5], num_labels=3)
     with pytest.raises(ValueError, match="duplicates"):
         metrics.ZSLEvaluator(None, [1, 1], num_labels=3)
+
+
+def _assert_same_result(a, b):
+    for protocol in ("zsl", "gzsl"):
+        assert a[protocol].keys() == b[protocol].keys()
+        for key, value in a[protocol].items():
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(value, b[protocol][key])
+            else:
+                assert value == b[protocol][key] or (np.isnan(value) and np.isnan(b[protocol][key]))
+
+
+def _tied_batches(rng, n, num_labels, m=3, d=4):
+    """Matrices and labels whose scores tie a lot (small integers), plus dropped images."""
+    vectors = rng.integers(-1, 2, size=(num_labels, d)).astype(np.float32)
+    matrices = rng.integers(-2, 3, size=(n, m, d)).astype(np.float32)
+    labels = (rng.random((n, num_labels)) < 0.03).astype(np.uint8)
+    labels[::7] = 0  # dropped images
+    return vectors, matrices, labels
+
+
+@pytest.mark.parametrize("num_labels", [40, 1300])  # exact-bound path and group-bound path
+def test_threaded_row_ranges_match_single_thread(num_labels, monkeypatch):
+    # Small GEMM blocks, store blocks and update_scores tasks, so that batches span several of
+    # each and none is a multiple of the 3-way split.
+    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 8)
+    monkeypatch.setattr(metrics, "_TASK_ROWS", 5)
+    monkeypatch.setattr(metrics, "_BLOCK_BYTES", 4 * num_labels * 23)
+    rng = np.random.default_rng(3)
+    vectors, matrices, labels = _tied_batches(rng, 101, num_labels)
+    unseen = rng.choice(num_labels, size=12, replace=False)
+    results = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(metrics, "_cpu_count", lambda threads=threads: threads)
+        a = metrics.ZSLEvaluator(vectors, unseen, ks=KS)
+        b = metrics.ZSLEvaluator(None, unseen, ks=KS, num_labels=num_labels)
+        for start in range(0, 101, 37):
+            a.update(matrices[start : start + 37], labels[start : start + 37])
+            b.update_scores(
+                (matrices[start : start + 37] @ vectors.T).max(1), labels[start : start + 37]
+            )
+        results[threads] = a.result(), b.result()
+    for i in range(2):
+        _assert_same_result(results[1][i], results[3][i])
+    _assert_same_result(results[1][0], results[1][1])  # update == update_scores
+    ref = _reference((matrices @ vectors.T).max(1), labels, unseen, KS)
+    for protocol in ("zsl", "gzsl"):
+        assert abs(results[3][0][protocol]["mAP"] - ref[protocol]["mAP"]) < 1e-9
+        assert abs(results[3][0][protocol]["P@3"] - ref[protocol]["P@3"]) < 1e-9
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_in_a_later_block_rolls_back(threads, monkeypatch):
+    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 4)
+    monkeypatch.setattr(metrics, "_TASK_ROWS", 3)
+    monkeypatch.setattr(metrics, "_BLOCK_BYTES", 4 * 600 * 10)
+    monkeypatch.setattr(metrics, "_cpu_count", lambda: threads)
+    rng = np.random.default_rng(4)
+    vectors, matrices, labels = _tied_batches(rng, 40, 600)
+    good = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
+    good.update(matrices[:13], labels[:13])
+    for method in ("update", "update_scores"):
+        evaluator = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
+        evaluator.update(matrices[:13], labels[:13])
+        bad = matrices[13:40].copy()
+        bad[22, 1, 0] = np.nan  # image 35: the last GEMM block, the last row range
+        if method == "update":
+            args = (bad, labels[13:40])
+        else:
+            args = ((bad @ vectors.T).max(1), labels[13:40])
+        with pytest.raises(ValueError, match="NaN scores in the batch starting at image 13"):
+            getattr(evaluator, method)(*args)
+        _assert_same_result(evaluator.result(), good.result())
+        # The evaluator goes on as if the batch had never been added.
+        evaluator.update(matrices[13:40], labels[13:40])
+        reference = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
+        reference.update(matrices[:40], labels[:40])
+        _assert_same_result(evaluator.result(), reference.result())
+
+
+def test_worker_error_rolls_back(monkeypatch):
+    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 4)
+    monkeypatch.setattr(metrics, "_cpu_count", lambda: 2)
+    rng = np.random.default_rng(5)
+    vectors, matrices, labels = _tied_batches(rng, 20, 30)
+    evaluator = metrics.ZSLEvaluator(vectors, [2], ks=KS)
+    evaluator.update(matrices[:6], labels[:6])
+    count_rows = metrics.ZSLEvaluator._count_rows
+
+    def failing(self, out, labels, offset, *args, **kwargs):
+        if offset >= 8:
+            raise MemoryError("worker failure")
+        return count_rows(self, out, labels, offset, *args, **kwargs)
+
+    monkeypatch.setattr(metrics.ZSLEvaluator, "_count_rows", failing)
+    with pytest.raises(MemoryError):
+        evaluator.update(matrices[6:20], labels[6:20])
+    monkeypatch.setattr(metrics.ZSLEvaluator, "_count_rows", count_rows)
+    assert evaluator._num_images == 6 and evaluator._fill == 6
+    evaluator.update(matrices[6:20], labels[6:20])
+    evaluator.update(matrices[:0], labels[:0])  # an empty batch changes nothing
+    reference = metrics.ZSLEvaluator(vectors, [2], ks=KS)
+    reference.update(matrices, labels)
+    _assert_same_result(evaluator.result(), reference.result())
+
+
+def test_label_dtypes_agree():
+    rng = np.random.default_rng(6)
+    scores = rng.integers(0, 3, size=(50, 20)).astype(np.float32)
+    labels = rng.random((50, 20)) < 0.1
+    expected = metrics.evaluate_scores(scores, labels, [0, 4], ks=KS)
+    for dtype in (np.uint8, np.int64, np.float32, np.float64):
+        _assert_same_result(
+            metrics.evaluate_scores(scores, labels.astype(dtype), [0, 4], ks=KS), expected
+        )
+
+
+@pytest.mark.parametrize("num_labels", [7, 600, 2000])  # exact bound; groups of 2 (+rest); 7+
+def test_top_k_indices_sort_paths(num_labels, monkeypatch):
+    rng = np.random.default_rng(7)
+    scores = rng.choice(
+        np.array([-np.inf, -1.5, -0.0, 0.0, 0.25, 3.0, np.inf], np.float32),
+        size=(40, num_labels),
+    )
+    for k in (1, 5, 7):
+        # Stable sort of the negated scores (as in the old argsort path; -0.0 == 0.0 ties).
+        expected = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(metrics.top_k_indices(scores, k), expected)
+        np.testing.assert_array_equal(metrics.top_k_indices(scores.astype(np.float64), k), expected)
+        monkeypatch.setattr(metrics, "_SORT_KEY_BITS", 0)  # lexsort fallback
+        np.testing.assert_array_equal(metrics.top_k_indices(scores, k), expected)
+        monkeypatch.undo()
+        strided = np.repeat(scores, 2, axis=1)[:, ::2]  # a non-contiguous view
+        np.testing.assert_array_equal(metrics.top_k_indices(strided, k), expected)
+    unsigned = rng.integers(0, 256, size=(10, num_labels)).astype(np.uint8)
+    np.testing.assert_array_equal(
+        metrics.top_k_indices(unsigned, 5),
+        np.argsort(-unsigned.astype(np.int64), axis=1, kind="stable")[:, :5],
+    )
+    scores[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.top_k_indices(scores, 3)
+
+
+@pytest.mark.parametrize("num_labels", [40, 600, 2000])
+def test_nan_anywhere_in_a_batch_is_detected(num_labels):
+    # The NaN check is folded into the top-K bound pass (group maxima, last partial stride
+    # folded into the first groups): every column must reach it.
+    for col in (0, 1, 255, 256, num_labels // 2, num_labels - 1):
+        scores = np.zeros((6, num_labels), np.float32)
+        scores[4, min(col, num_labels - 1)] = np.nan
+        evaluator = metrics.ZSLEvaluator(None, [0], ks=(1, 3), num_labels=num_labels)
+        with pytest.raises(ValueError, match="NaN scores"):
+            evaluator.update_scores(scores, np.ones((6, num_labels)))
+        assert evaluator._num_images == 0 and evaluator._fill == 0
