@@ -164,7 +164,7 @@ def _pairwise_sum(neg_scores, pos_scores, pos_image, batch):
     return _pairwise_sum_padded(neg_scores, pos_scores, pos_image)
 
 
-def _label_set_terms(scores, y_true, positive, vectors, use_sdw):
+def _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw):
     """Eq. (2)'s pair sums and eq. (3)'s variance without the compiled kernel.
 
     The XLA path of `sdl_loss_terms` (used inside XLA-compiled steps and when
@@ -175,6 +175,7 @@ def _label_set_terms(scores, y_true, positive, vectors, use_sdw):
         scores: (B, C) scores.
         y_true: (B, C) targets (> 0.5 positive).
         positive: (B, C) 0/1 positives in the dtype of `scores`.
+        n_pos: (B,) number of positives per image.
         vectors: (C, d) label vectors.
         use_sdw: whether the variance is needed (else zeros).
 
@@ -184,7 +185,6 @@ def _label_set_terms(scores, y_true, positive, vectors, use_sdw):
     ops = keras.ops
     num_labels = ops.shape(scores)[1]
     batch = ops.shape(scores)[0]
-    n_pos = ops.sum(positive, axis=1)
     # The T positives of the batch, packed (no padding): image index and label index of each.
     pos_image, pos_label = ops.nonzero(y_true > 0.5)
     pos_image = ops.cast(pos_image, "int32")
@@ -269,7 +269,7 @@ def sdl_loss_terms(
         # variance straight from the dense targets, in one pass per image.
         pair_sum, variance = native_ops.pairwise_terms(native, scores, y_true, vectors)
     else:
-        pair_sum, variance = _label_set_terms(scores, y_true, positive, vectors, use_sdw)
+        pair_sum, variance = _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw)
     rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
     if use_sdw:  # eq. (3); a constant weight w.r.t. A
         sdw = ops.stop_gradient(1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance)))

@@ -40,6 +40,8 @@ import warnings
 
 import tensorflow as tf
 
+from sdl_tf import atomic_io
+
 _LOG = logging.getLogger(__name__)
 _SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cc")
 _SOURCES = ("pairwise_op.cc", "pairwise_kernel.h")
@@ -126,9 +128,9 @@ def build(force=False):
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be compiling the same library
         if os.path.exists(path) and not force:
             return path
-        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=os.path.dirname(path))
-        os.close(fd)
-        try:
+        # Compiled into a private directory, then published with one atomic rename.
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp_dir:
+            tmp = os.path.join(tmp_dir, os.path.basename(path))
             command = _command(tmp)
             _LOG.warning("sdl_tf: compiling the SDL loss kernel (once per machine, ~15 s)")
             try:
@@ -140,18 +142,10 @@ def build(force=False):
                     f"compiling {_OP_SOURCE} failed (exit {proc.returncode}):\n"
                     f"{' '.join(command)}\n{proc.stderr[-4000:]}"
                 )
-            os.chmod(tmp, 0o755 & ~_umask())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            with open(tmp, "rb") as f:
+                library = f.read()
+            atomic_io.atomic_write(path, lambda out: out.write(library))
     return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load():
