@@ -73,7 +73,8 @@ struct ImageScratch {
   std::vector<T> exp_neg_inv;  // F = exp(mid - neg), 0 at positives and padding
   std::vector<T> d_neg;        // sum_j sigmoid(x_jk) per label
   std::vector<int64_t> pos_index;  // the image's positive labels (set by ImagePairs)
-  std::vector<double> mean;         // of PositiveVariance
+  std::vector<T> pos_scores;       // their scores, then their derivatives
+  std::vector<double> mean;        // of PositiveVariance
 };
 
 // One row of pairs: the positive score s_j (with E_j = exp_pos, F_j = exp_pos_inv when
@@ -162,7 +163,8 @@ double ImagePairs(const T* s, const T* y, int64_t labels, ImageScratch<T>* scrat
   }
   const bool factored = nan == T(0) && hi - lo <= kFactorRange<T>;
   const T mid = lo + (hi - lo) / 2;
-  std::vector<T> pos_scores(num_pos);
+  auto& pos_scores = scratch->pos_scores;
+  pos_scores.resize(num_pos);
   for (int64_t i = 0; i < num_pos; ++i) {
     pos_scores[i] = s[pos_index[i]];
     neg[pos_index[i]] = -kInf;
