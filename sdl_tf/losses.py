@@ -29,7 +29,7 @@ Implementation notes:
   custom op built on first use), which takes the dense (B, C) scores and targets and returns
   the per-image pair sums, their derivative (applied by a `tf.custom_gradient`) and the SDW
   variance in one pass per image, with no exp or log per pair (see
-  `sdl_tf/cc/pairwise_kernel.h`); the loss is then within ~1.1x of the bare scoring GEMM
+  `sdl_tf/cc/pairwise_kernel.h`); the loss is then ~1.2x the bare scoring GEMM
   forward+backward (`benchmarks/bench_loss.py`).
   Fallback (inside XLA-compiled steps, where custom ops cannot run, or when the kernel cannot
   be built): one XLA-compiled kernel (`_pairwise_kernel`) over the packed positives that

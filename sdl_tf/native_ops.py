@@ -3,8 +3,8 @@
 `sdl_tf/cc/pairwise_op.cc` is a TensorFlow custom op (`SdlPairwiseSoftplus`) that computes, for
 each image, the pairwise sum of eq. (2), its derivative w.r.t. the scores and the positives'
 vector variance of the SDW (eq. 3) in one pass (see `sdl_tf/cc/pairwise_kernel.h` for the
-math). It is ~8x faster than the XLA-compiled kernel of `sdl_tf.losses` at the Open Images
-shape, which is what brings the loss to within 1.5x of its bare score GEMM
+math). It makes the pairwise term ~10x faster than the XLA-compiled kernel of `sdl_tf.losses`
+at the Open Images shape, which brings the loss to ~1.2x its bare score GEMM
 (`benchmarks/bench_loss.py`).
 
 A custom op must be compiled against the installed TensorFlow, so it is built on this machine
