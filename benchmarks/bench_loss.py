@@ -4,16 +4,14 @@ The bare work is eq. (1)'s scores s = max_m A t_c for every label and their grad
 (the irreducible part of any loss over these scores). The SDL loss adds the pairwise softplus
 term over (B, P_max, C), the SDW and the regulariser. Both run as `tf.function`s on the same
 inputs; repetitions alternate between them so all see the same load on a shared machine.
-"loss" is the default implementation (the compiled kernel of `sdl_tf.native_ops`); the "xla"
-columns time the same loss with its fallback, the fused XLA kernel (used inside XLA-compiled
-steps or without a C++ compiler), and the "ref" columns with the pairwise term in plain
-`keras.ops` (`losses._pairwise_sum_reference`, the first implementation).
+"loss" is what `SDLLoss` runs (the pairwise term in the fused XLA kernel); the "ref" columns
+time the same loss with the pairwise term in plain `keras.ops`
+(`losses._pairwise_sum_reference`, its specification).
 
     .venv/bin/python benchmarks/bench_loss.py            # NUS-WIDE and Open Images shapes
     .venv/bin/python benchmarks/bench_loss.py --quick    # small shapes, few repetitions
 
-Goal (issue 2): ratio <= 1.5. For scale, the authors' PyTorch loss takes ~1.1 s (NUS-WIDE shape)
-and ~4.2 s (Open Images shape) on the same machine.
+Figures: benchmarks/README.md.
 """
 
 import argparse
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sdl_tf import losses, native_ops, scoring  # noqa: E402
+from sdl_tf import losses, scoring  # noqa: E402
 
 # name: (B, M, d, C, mean positives per image, fraction of verified negatives)
 CASES = {
@@ -76,39 +74,26 @@ def bench_case(name, reps):
             loss = tf.reduce_mean(scoring.scores_from_matrices(a, t))
         return loss, tape.gradient(loss, a)
 
-    # Each step is traced with one implementation of the label-set terms; the graph keeps it.
-    native = native_ops.load()
-    if native is None:
-        sys.exit(f"the compiled kernel is unavailable: {native_ops.unavailable_reason()}")
-    backends = {
-        "sdl": (native_ops.load, losses._pairwise_sum),  # the default: compiled kernel
-        "xla": (lambda: None, losses._pairwise_sum),  # the fused XLA kernel (fallback)
-        "ref": (lambda: None, losses._pairwise_sum_reference),  # plain keras.ops
-    }
-    steps = {
-        "sdl": make_sdl_step(),
-        "bare": bare_step,
-        "xla": make_sdl_step(),
-        "ref": make_sdl_step(),
-    }
-    load, pairwise = native_ops.load, losses._pairwise_sum
+    # Each step is traced with one implementation of the pairwise term; the graph keeps it.
+    pairwise = {"sdl": losses._pairwise_sum, "ref": losses._pairwise_sum_reference}
+    steps = {"sdl": make_sdl_step(), "bare": bare_step, "ref": make_sdl_step()}
+    default = losses._pairwise_sum
     for key, fn in steps.items():  # trace + warm up
-        if key in backends:
-            native_ops.load, losses._pairwise_sum = backends[key]
+        losses._pairwise_sum = pairwise.get(key, default)
         try:
             for _ in range(2):
                 fn(a, y)[1].numpy()
         finally:
-            native_ops.load, losses._pairwise_sum = load, pairwise
+            losses._pairwise_sum = default
     times = {key: [] for key in steps}
     for _ in range(reps):
         for key, fn in steps.items():
             start = time.perf_counter()
             fn(a, y)[1].numpy()
             times[key].append(time.perf_counter() - start)
-    sdl, bare, xla, ref = (np.median(times[key]) for key in ("sdl", "bare", "xla", "ref"))
+    sdl, bare, ref = (np.median(times[key]) for key in ("sdl", "bare", "ref"))
     p_max = int((targets == 1).sum(1).max())
-    return b, c, p_max, sdl, bare, xla, ref
+    return b, c, p_max, sdl, bare, ref
 
 
 def main():
@@ -120,14 +105,13 @@ def main():
     reps = args.reps or (5 if args.quick else 20)
     print(
         f"{'case':<18}{'B':>5}{'C':>7}{'P_max':>7}{'loss ms':>10}{'bare ms':>10}{'ratio':>8}"
-        f"{'xla ms':>9}{'xla ratio':>11}{'ref ms':>9}{'ref ratio':>11}"
+        f"{'ref ms':>9}{'ref ratio':>11}"
     )
     for name in names:
-        b, c, p_max, sdl, bare, xla, ref = bench_case(name, reps)
+        b, c, p_max, sdl, bare, ref = bench_case(name, reps)
         print(
             f"{name:<18}{b:>5}{c:>7}{p_max:>7}{1e3 * sdl:>10.1f}{1e3 * bare:>10.1f}"
-            f"{sdl / bare:>8.2f}{1e3 * xla:>9.1f}{xla / bare:>11.2f}{1e3 * ref:>9.1f}"
-            f"{ref / bare:>11.2f}",
+            f"{sdl / bare:>8.2f}{1e3 * ref:>9.1f}{ref / bare:>11.2f}",
             flush=True,
         )
 

@@ -164,7 +164,7 @@ def build_export_archive(model: keras.Model, label_space, top_k: int = 10):
     Returns:
       keras.export.ExportArchive, ready for `write_out`.
     """
-    image_size, _, dim = model_contract(model)
+    image_size, num_rows, dim = model_contract(model)
     if label_space.dim != dim:
         raise ExportError(f"label vectors have d={label_space.dim} but the model outputs d={dim}")
     k = min(int(top_k), label_space.num_labels)
@@ -177,7 +177,13 @@ def build_export_archive(model: keras.Model, label_space, top_k: int = 10):
 
     def _matrices(image_bytes):
         images, ok = decode_and_resize(image_bytes, image_size)
-        matrices = tf.cast(model(images, training=False), tf.float32)
+        # An empty request never reaches the backbone: oneDNN's convolutions reject a batch of
+        # 0 images on some CPUs ("input depth must be evenly divisible by filter depth").
+        matrices = tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: tf.cast(model(images, training=False), tf.float32),
+            lambda: tf.zeros((0, num_rows, dim), tf.float32),
+        )
         # Bad images were run as black images; zero their outputs so nobody mistakes them.
         matrices = tf.where(ok[:, None, None], matrices, tf.zeros_like(matrices))
         return matrices, ok
@@ -338,8 +344,11 @@ def resolve_export_path(path: str) -> str:
             cand = os.path.join(path, str(v))
             if os.path.isfile(os.path.join(cand, "saved_model.pb")):
                 return cand
+    from sdl_tf import cli
+
     raise FileNotFoundError(
-        f"{path} is not a SavedModel (no saved_model.pb) nor a directory of numeric versions"
+        f"{path!r} is not a SavedModel (no saved_model.pb) nor a directory of numeric versions: "
+        f"{cli.missing_export_hint(path)}"
     )
 
 

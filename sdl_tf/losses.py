@@ -15,30 +15,24 @@ authors' code), with label word vectors t_c:
 
 Implementation notes:
 
-* Vectorised over the batch, no Python loop, and memory linear in C: the compiled kernel
-  walks each image's (C,) score row once per positive with O(C) scratch; the XLA fallback
-  packs the T = sum_b |P_b| positives of the batch (no padding) with their image index, so
-  its pairwise tensor is (T, C) <= (B, P_max, C), never (B, C, C).
+* Vectorised over the batch, no Python loop, and memory linear in C: the T = sum_b |P_b|
+  positives of the batch are packed (no padding) with their image index, so the pairwise
+  tensor is (T, C) <= (B, P_max, C), never (B, C, C).
   Positive columns get the score -1e30 in the "negative" row, so they contribute exactly
   softplus(-1e30 - s_j) = 0 with zero gradient and no mask multiply is needed.
 * softplus(x) = log(1 + exp(x)) is evaluated in the stable form max(x, 0) + log1p(exp(-|x|)),
   so large score gaps neither overflow nor give NaN gradients.
 * Speed: the (T, C) pairwise term is ~all the cost of the loss beyond the scoring GEMM
   (T ~ 1,900 and C = 7,186 at the Open Images shape: 14 M pairs, 3x the (B, M, C) score
-  tensor). By default it runs in the compiled CPU kernel of `sdl_tf.native_ops` (a TensorFlow
-  custom op built on first use), which takes the dense (B, C) scores and targets and returns
-  the per-image pair sums, their derivative (applied by a `tf.custom_gradient`) and the SDW
-  variance in one pass per image, with no exp or log per pair (see
-  `sdl_tf/cc/pairwise_kernel.h`); the loss is then ~1.2x the bare scoring GEMM
-  forward+backward (`benchmarks/bench_loss.py`).
-  Fallback (inside XLA-compiled steps, where custom ops cannot run, or when the kernel cannot
-  be built): one XLA-compiled kernel (`_pairwise_kernel`) over the packed positives that
-  computes the per-image sums *and* their derivatives in a single pass (sigmoid(x) = d
-  softplus / dx reuses the forward's exp(-|x|)), also under a `tf.custom_gradient`; T is
-  padded up to a few buckets (`_bucket_size`) so XLA compiles a handful of shapes over a
-  training run, not one per batch. Both are TensorFlow-specific (Keras 3 has no portable
-  custom-op/jit/custom-gradient API); `_pairwise_sum_reference` is the same term in plain
-  `keras.ops`, kept as the readable definition and checked against both in the tests.
+  tensor). It runs in one XLA-compiled kernel (`_pairwise_kernel`) over the packed positives
+  that computes the per-image sums *and* their derivatives in a single pass (sigmoid(x) =
+  d softplus / dx reuses the forward's exp(-|x|)), applied through a `tf.custom_gradient`, so
+  no (T, C) tensor is kept for the backward pass (`benchmarks/bench_loss.py` gives its cost
+  against the bare scoring GEMM). The kernel is traced once for a variable T; XLA compiles it
+  once per distinct T (~0.2 s on a CPU at the Open Images shape), a few hundred times over a
+  whole training run, which is negligible next to the run. Both are TensorFlow-specific
+  (Keras 3 has no portable jit/custom-gradient API); `_pairwise_sum_reference` is the same term
+  in plain `keras.ops`, kept as the readable definition the kernel is tested against.
 * Half-precision inputs (float16/bfloat16) are computed in float32; float64 stays float64.
 * Edge cases: an image with no positive contributes exactly 0 (with zero gradient); an image
   with no negative has no pairs (rank = 0) and uses lt = lambda / max(|N|, 1).
@@ -48,16 +42,10 @@ only): 2 * ((1 - lambda) * |N| * rank + lambda * reg) when the regulariser is ac
 else |N| * rank. ``rank`` and ``reg`` are the paper's terms above in both modes.
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-# The test tf.function itself uses to know whether it is traced inside an XLA-compiled function.
-from tensorflow.python.ops import control_flow_util
-
-from sdl_tf import native_ops
 from sdl_tf import scoring as scoring_lib
 
 MODES = ("paper", "official")
@@ -86,27 +74,8 @@ def _pairwise_sum_reference(neg_scores, pos_scores, pos_image, batch):
     return keras.ops.segment_sum(per_positive, pos_image, num_segments=batch)
 
 
-def _bucket_size(t):
-    """Pads a positive count T up to a bucket: a multiple of 2^max(floor(log2 T) - 3, 4).
-
-    At most ~12.5 % (or 15 rows) of padding, and only ~8 buckets per doubling of T, so the XLA
-    kernel compiles a few times over a training run instead of once per batch (T varies with
-    every batch). E.g. T = 1,700..2,100 gives the buckets 1,792, 1,920, 2,048 and 2,304.
-
-    Args:
-        t: int32 scalar tensor, T >= 0.
-
-    Returns:
-        int32 scalar tensor >= t.
-    """
-    t_float = tf.cast(tf.maximum(t, 1), tf.float32)
-    # The 1e-4 only guards log rounding at exact powers of two; any result >= t is valid.
-    exponent = tf.maximum(tf.floor(tf.math.log(t_float) / math.log(2.0) + 1e-4) - 3.0, 4.0)
-    step = tf.cast(tf.pow(2.0, exponent), tf.int32)
-    return (t + step - 1) // step * step
-
-
-@tf.function(jit_compile=True)
+# reduce_retracing: one trace for every T (the positives vary per batch); XLA compiles per T.
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _pairwise_kernel(neg_scores, pos_scores, pos_image):
     """One fused pass over the (T, C) pairs: per-image sums and their derivatives.
 
@@ -116,8 +85,8 @@ def _pairwise_kernel(neg_scores, pos_scores, pos_image):
 
     Args:
         neg_scores: (B, C) scores with positives replaced by -_HUGE.
-        pos_scores: (T,) score of each positive (+_HUGE for padding rows: they contribute 0).
-        pos_image: (T,) int32 image index of each positive (any valid index for padding).
+        pos_scores: (T,) score of each positive.
+        pos_image: (T,) int32 image index of each positive.
 
     Returns:
         pair_sum (B,): sum over t in image b and k of softplus(x_tk);
@@ -136,7 +105,7 @@ def _pairwise_kernel(neg_scores, pos_scores, pos_image):
 
 
 @tf.custom_gradient
-def _pairwise_sum_padded(neg_scores, pos_scores, pos_image):
+def _pairwise_sum_kernel(neg_scores, pos_scores, pos_image):
     pair_sum, d_neg, d_pos = _pairwise_kernel(neg_scores, pos_scores, pos_image)
 
     def grad(upstream):  # upstream: (B,), one value per image sum
@@ -148,27 +117,17 @@ def _pairwise_sum_padded(neg_scores, pos_scores, pos_image):
 def _pairwise_sum(neg_scores, pos_scores, pos_image, batch):
     """Per-image sum of softplus(s_k - s_j) over pairs (eq. 2); see `_pairwise_sum_reference`.
 
-    Same arguments and result; pads T to `_bucket_size(T)` and runs the fused XLA kernel.
-    Only first-order gradients (the kernel's derivatives are not differentiable again).
+    Same arguments and result, through the fused XLA kernel. Only first-order gradients (the
+    kernel's derivatives are not differentiable again).
     """
     del batch  # the kernel reads it from neg_scores
-    if _in_xla_context():
-        # Already inside an XLA-compiled step (e.g. `jit_compile=True` training): the kernel is
-        # inlined there, and XLA needs compile-time shapes, which the dynamic padding is not.
-        return _pairwise_sum_padded(neg_scores, pos_scores, pos_image)
-    num_pos = tf.shape(pos_image)[0]
-    pad = _bucket_size(num_pos) - num_pos
-    # Padding rows: image 0 and score +_HUGE, so softplus(s - _HUGE) = 0 with zero derivative.
-    pos_scores = tf.concat([pos_scores, tf.fill([pad], tf.constant(_HUGE, pos_scores.dtype))], 0)
-    pos_image = tf.concat([pos_image, tf.zeros([pad], pos_image.dtype)], 0)
-    return _pairwise_sum_padded(neg_scores, pos_scores, pos_image)
+    return _pairwise_sum_kernel(neg_scores, pos_scores, pos_image)
 
 
 def _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw):
-    """Eq. (2)'s pair sums and eq. (3)'s variance without the compiled kernel.
+    """Eq. (2)'s pair sums and eq. (3)'s variance.
 
-    The XLA path of `sdl_loss_terms` (used inside XLA-compiled steps and when
-    `sdl_tf.native_ops` is unavailable): the T positives are packed and the pairs go through
+    The T positives of the batch are packed (no padding) and the pairs go through
     `_pairwise_sum`.
 
     Args:
@@ -180,7 +139,8 @@ def _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw):
         use_sdw: whether the variance is needed (else zeros).
 
     Returns:
-        pair_sum (B,) and variance (B,), as `native_ops.pairwise_terms`.
+        pair_sum (B,): each image's sum over its positive-negative pairs of softplus(s_k - s_j);
+        variance (B,): eq. (3)'s summed variance of the positives' vectors (0 if not use_sdw).
     """
     ops = keras.ops
     num_labels = ops.shape(scores)[1]
@@ -208,11 +168,6 @@ def _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw):
         ops.sum(ops.square(centred), axis=1), pos_image, num_segments=batch
     ) / ops.maximum(n_pos - 1.0, 1.0)
     return pair_sum, variance
-
-
-def _in_xla_context():
-    """True while tracing inside an XLA-compiled function (custom ops cannot run there)."""
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _compute_dtype(dtype):
@@ -263,13 +218,7 @@ def sdl_loss_terms(
 
     scores = scoring_lib.scores_from_matrices(matrices, vectors, scoring)  # (B, C), eq. (1)
 
-    native = None if _in_xla_context() else native_ops.load()
-    if native is not None:
-        # The compiled kernel: eq. (2)'s pair sums (with their derivative) and eq. (3)'s
-        # variance straight from the dense targets, in one pass per image.
-        pair_sum, variance = native_ops.pairwise_terms(native, scores, y_true, vectors)
-    else:
-        pair_sum, variance = _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw)
+    pair_sum, variance = _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw)
     rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
     if use_sdw:  # eq. (3); a constant weight w.r.t. A
         sdw = ops.stop_gradient(1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance)))

@@ -1,6 +1,6 @@
 """Streaming ZSL/GZSL evaluation: mAP and micro P/R/F1 at top-K (paper section 4, Table 1).
 
-Protocol (the authors' evaluation, see ``../shared/golden/README.md``):
+Protocol (the authors' evaluation, see ``tests/testdata/golden/README.md``):
 
 * Tag scores are s_c = max over the rows of A t_c (eq. 1; ``scoring="l2"`` for the baseline).
 * ZSL evaluates only the unseen labels; GZSL evaluates all labels.

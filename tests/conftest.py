@@ -19,14 +19,12 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
-GOLDEN_DIR = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "golden")
-)
+# Reference values of the loss (eqs. 1-5) and the ZSL/GZSL metrics, shipped with the tests;
+# tests/testdata/golden/README.md says what each array is and where the values come from.
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "golden")
 
 
 @pytest.fixture(scope="session")
 def golden_dir():
-    """Path of the read-only golden values (`../shared/golden` next to the checkout)."""
-    if not os.path.isdir(GOLDEN_DIR):
-        pytest.fail(f"golden values not found at {GOLDEN_DIR} (expected ../shared/golden)")
+    """Path of the golden values (`tests/testdata/golden`)."""
     return GOLDEN_DIR

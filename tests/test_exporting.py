@@ -229,6 +229,41 @@ def test_bad_images_fail_per_image_and_empty_batch(exported):
     assert m.shape == (0, M, D)
 
 
+class _RejectsEmptyBatch(keras.layers.Layer):
+    """Fails on a batch of 0 images, as oneDNN's convolutions do on some CPUs."""
+
+    def call(self, x):
+        check = tf.debugging.assert_greater(tf.shape(x)[0], 0, message="backbone ran on 0 images")
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 5])
+def test_backbone_never_runs_on_an_empty_batch(tmp_path, batch):
+    """Batches of 0, 1 and many work on every signature, whatever the backbone does with 0."""
+    keras.utils.set_random_seed(0)
+    images = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="images")
+    x = _RejectsEmptyBatch()(keras.ops.cast(images, "float32") / 255.0)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    matrices = keras.layers.Reshape((M, D), name="matrices")(keras.layers.Dense(M * D)(x))
+    model, ls = keras.Model(images, matrices), tiny_label_space()
+    path = exporting.export_saved_model(model, ls, str(tmp_path), name="sdl", version=1, top_k=3)
+    loaded = tf.saved_model.load(path)
+    data = tf.constant(make_images(batch, seed=7), tf.string, shape=(batch,))
+    out = loaded.signatures["serving_default"](image_bytes=data)
+    assert out["scores"].shape == (batch, len(NAMES)) and out["top_k_labels"].shape == (batch, 3)
+    assert out["ok"].numpy().all()
+    query = tf.constant(ls.vectors[:2], tf.float32)
+    scored = loaded.signatures["score_labels"](image_bytes=data, label_vectors=query)
+    assert scored["scores"].shape == (batch, 2)
+    got = loaded.signatures["matrices"](image_bytes=data)["matrices"].numpy()
+    assert got.shape == (batch, M, D)
+    if batch:
+        want = model(exporting.decode_and_resize(data, (SIZE, SIZE))[0]).numpy()
+        np.testing.assert_allclose(got, want, atol=ATOL)
+
+
 def test_versions_overwrite_and_atomicity(tmp_path):
     base = str(tmp_path)
     model, ls = tiny_model(), tiny_label_space()
