@@ -12,6 +12,12 @@ Any COCO-format annotation file is accepted (e.g. a published split file holding
 the images), and an optional image-id list per split restricts the split to exactly those
 images, so a published split can be reproduced exactly.
 
+Accounting (per split, in `<split>-summary.json`): `details.images_in_annotations` (the images
+of the annotation file) = `num_examples` + `num_skipped` (files the writer could not use,
+e.g. missing) + `details.not_in_id_list` + every `details.excluded_*` count, once every part
+has finished. (`details.listed_with_unseen_object` is not an exclusion: those listed train
+images are written, with their seen labels.)
+
 Usage:
   python -m data_prep.coco \
     --train_annotations=annotations/instances_train2014.json \
@@ -143,8 +149,8 @@ def read_annotations(path: str) -> tuple[dict[int, str], dict[int, set[str]]]:
       COCO names with PASCAL-style aliases mapped to the COCO ones.
 
     Raises:
-      DataPrepError: naming the file and field for bad JSON, missing fields, or annotations
-        pointing at unknown image / category ids.
+      DataPrepError: naming the file and field for bad JSON, missing fields, an image id
+        listed twice, or annotations pointing at unknown image / category ids.
     """
     data = _load_json(path)
     cat_names: dict[int, str] = {}
@@ -153,8 +159,14 @@ def read_annotations(path: str) -> tuple[dict[int, str], dict[int, set[str]]]:
         name = str(_field(path, f"categories[{i}]", cat, "name")).strip().lower()
         cat_names[cid] = _NAME_ALIASES.get(name, name)
     files: dict[int, str] = {}
+    first: dict[int, int] = {}
     for i, img in enumerate(data["images"]):
         iid = _field(path, f"images[{i}]", img, "id")
+        if iid in first:
+            # Its annotations could belong to either entry, and one of the two would vanish
+            # from the counts: refuse rather than guess.
+            raise DataPrepError(f"{path}: images[{i}].id={iid!r} repeats images[{first[iid]}]")
+        first[iid] = i
         files[iid] = str(_field(path, f"images[{i}]", img, "file_name"))
     present: dict[int, set[str]] = {iid: set() for iid in files}
     for i, ann in enumerate(data["annotations"]):
@@ -228,7 +240,9 @@ def select_split(
       test_requires_seen: for "test", also require a seen object.
 
     Returns:
-      (records sorted by image id, counts by reason).
+      (records sorted by image id, counts by reason). Every image of `files` is counted once:
+      `images_in_annotations` = `selected` + `not_in_id_list` + the `excluded_*` counts
+      (`listed_with_unseen_object` is a part of `selected`).
     """
     names, unseen_flags = label_names()
     index = {n: i for i, n in enumerate(names)}
@@ -346,5 +360,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    from sdl_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -569,6 +569,11 @@ class CommonOptions:
     progress: bool = True
 
 
+_COMMON_FLAGS = ("output_dir", "word_vectors", "word_vectors_format", "label_vectors",
+                 "drop_missing_labels", "num_shards", "max_side", "num_workers", "num_parts",
+                 "part_index", "progress")
+
+
 def define_common_flags(flag_values=None) -> None:
     """Defines the flags every converter shares (idempotent; call from entry points only).
 
@@ -610,6 +615,10 @@ def define_common_flags(flag_values=None) -> None:
                          **kw)
     flags.DEFINE_bool("progress", True, "Show a progress bar and summary table on stderr.", **kw)
     flags.mark_flag_as_required("output_dir", **kw)
+    # `--help` lists the key flags of the main module (absl files them under sys.argv[0]); make
+    # these key flags of the converter being run, not only of this module (`--helpfull`).
+    for name in _COMMON_FLAGS:
+        fv.register_key_flag_for_module(sys.argv[0], fv[name])
 
 
 def common_options_from_flags(flag_values=None) -> CommonOptions:

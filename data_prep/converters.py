@@ -46,7 +46,8 @@ class Converted:
 def remap_records(records, old_names, new_names, counts=None):
     """Re-indexes records after labels were dropped (no vector): dropped labels disappear,
     and records left without a positive are dropped too (they carry no target; counted in
-    `counts["excluded_only_dropped_labels"]`)."""
+    `counts["excluded_only_dropped_labels"]`, so a reader's `selected` count = the records
+    written or skipped + this count)."""
     if tuple(old_names) == tuple(new_names):
         yield from records
         return
@@ -105,7 +106,10 @@ def write_converted(converted: Converted, options: common.CommonOptions, *, sour
     Returns:
       {"labels": {"num_labels", "num_seen", "num_unseen", "dropped"}, "selection": counts,
        <split>: the `write_split` summary for each split}. The selection counts of a split
-      are also stored under "details" in its summary JSON.
+      are also stored under "details" in its summary JSON. Together they account for every
+      input image: the reader's input count = `num_examples` + `num_skipped` + its exclusion
+      counts (incl. `excluded_only_dropped_labels`); each converter's docstring states its
+      identity.
     """
     space, dropped = build_converted_label_space(converted, options)
     os.makedirs(options.output_dir, exist_ok=True)

@@ -16,6 +16,10 @@ One manifest per split; image paths are relative to `--image_root` (absolute pat
 The label space is every label named in any manifest or in the unseen file, sorted by name.
 Image ids are the image paths as written in the manifest.
 
+Every listed image becomes a record (also one without positives); accounting per split, in
+`<split>-summary.json`: `details.images_in_manifest` = `num_examples` + `num_skipped` (files
+the writer could not use, listed with their reason), once every part has finished.
+
 Usage:
   python -m data_prep.manifest --output_dir=DIR --image_root=ROOT \
       --split=train=train.csv --split=test=test.jsonl --unseen_labels=unseen.txt \
@@ -169,7 +173,9 @@ def prepare(config: ManifestConfig) -> dict:
     """Reads the manifests, builds and saves the label space, writes every split.
 
     Returns:
-      {split: summary} (see `data_prep.common.write_split`).
+      {split: summary} (see `data_prep.common.write_split`); each summary's `details` holds
+      `images_in_manifest` = `num_examples` + `num_skipped` (every listed image is written or
+      skipped with a reason, none is dropped).
     """
     if not config.splits:
         raise common.DataPrepError("give at least one --split=NAME=MANIFEST")
@@ -207,6 +213,7 @@ def prepare(config: ManifestConfig) -> dict:
                                                            DEFAULT_IMAGES_PER_SHARD))
         extra = {
             "manifest": os.path.abspath(path),
+            "images_in_manifest": len(entries),
             "image_root": os.path.abspath(config.image_root),
             "dropped_labels": dropped,
             "images_with_unseen_positives": with_unseen,
@@ -262,7 +269,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from sdl_tf import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -17,8 +17,14 @@ Official files read (paths relative to `--nus_wide_dir`, each overridable by a f
 Image path mapping: every list entry (Windows or POSIX separators, any prefix) is reduced to
 its last two components `<folder>/<file>`; the image is looked up at
 `<image_root>/<folder>/<file>`, then `<image_root>/Flickr/<folder>/<file>` (the layout of the
-official image archive). Images found at neither place are skipped and counted (many Flickr
-images are gone in real copies).
+official image archive). An image found at neither place (many Flickr images are gone in real
+copies) is still handed to the writer, which skips it like any unusable file: it is counted in
+`num_skipped` and listed with reason `missing` in `<split>-summary.json` and the printed table.
+
+Accounting (per split, in the summary): `details.in_list` = `num_examples` + `num_skipped` +
+`details.duplicate_in_list` + `details.excluded_no_seen_label` (train) /
+`details.excluded_no_label` (test) [+ `details.excluded_only_dropped_labels` with
+`--drop_missing_labels`], once every part has finished.
 
 Usage:
   python -m data_prep.nus_wide --nus_wide_dir=NUS-WIDE --image_root=NUS-WIDE/Flickr \
@@ -109,6 +115,15 @@ def resolve_image(image_root: str, key: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
     return None
+
+
+def expected_image_path(image_root: str, key: str, flickr_layout: bool) -> str:
+    """Where `key` should be under `image_root`'s layout (`Flickr/<folder>/<file>` if the root
+    has a `Flickr` folder, else `<folder>/<file>`): the path a missing image is reported at."""
+    folder, name = key.split("/")
+    if flickr_layout:
+        return os.path.join(image_root, "Flickr", folder, name)
+    return os.path.join(image_root, folder, name)
 
 
 def _open(path: str, what: str):
@@ -231,9 +246,10 @@ def read_nus_wide(config: NusWideConfig) -> Converted:
 
     Returns:
       A `Converted` with 1006 labels: the 925 seen tags (TagList1k order) then the 81
-      concepts (Concepts81 order). Counts per split: `in_list`, `selected`,
-      `missing_image_file`, `excluded_no_seen_label` (train) / `excluded_no_label` (test),
-      `duplicate_in_list`.
+      concepts (Concepts81 order). Counts per split: `in_list` (list entries) = `selected`
+      + `duplicate_in_list` + `excluded_no_seen_label` (train) / `excluded_no_label` (test).
+      Selected images whose file is missing are records too (path: `expected_image_path`):
+      `common.write_split` skips them and lists them with reason "missing".
 
     Raises:
       DataPrepError: naming the file and line of any malformed row or row-count mismatch.
@@ -269,10 +285,11 @@ def read_nus_wide(config: NusWideConfig) -> Converted:
     for row, key in enumerate(keys):
         row_of.setdefault(key, row)
 
+    flickr_layout = os.path.isdir(os.path.join(config.image_root, "Flickr"))
     splits, counts = {}, {}
     for split, path in ((TRAIN, config.file("train_list")), (TEST, config.file("test_list"))):
         records, done = [], set()
-        n = {"in_list": 0, "selected": 0, "missing_image_file": 0, "duplicate_in_list": 0}
+        n = {"in_list": 0, "selected": 0, "duplicate_in_list": 0}
         no_label = "excluded_no_seen_label" if split == TRAIN else "excluded_no_label"
         n[no_label] = 0
         with _open(path, "image list") as f:
@@ -298,10 +315,11 @@ def read_nus_wide(config: NusWideConfig) -> Converted:
                 if not positives:
                     n[no_label] += 1
                     continue
-                image = resolve_image(config.image_root, key)
-                if image is None:
-                    n["missing_image_file"] += 1
-                    continue
+                # A missing file still becomes a record: the writer skips it and lists it
+                # (reason "missing") with every other unusable file, so num_skipped and the
+                # summary's skipped list account for it.
+                image = resolve_image(config.image_root, key) or expected_image_path(
+                    config.image_root, key, flickr_layout)
                 n["selected"] += 1
                 records.append(ImageRecord(image_id=key, path=image,
                                            positives=tuple(sorted(positives))))
@@ -346,5 +364,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    from sdl_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

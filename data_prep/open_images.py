@@ -14,7 +14,14 @@ Official files:
 Images: `<train_images>/<ImageID>.jpg` and `<test_images>/<ImageID>.jpg`.
 
 Train records hold seen labels only (positives and verified negatives); test records hold
-all labels. Images without a positive in their split's label set are left out (counted).
+all labels. Images without a positive in their split's label set are left out and counted in
+`excluded_no_positive`, also those whose rows are all of classes outside the set (unseen or
+too-rare classes in train, non-trainable or too-rare classes in test).
+
+Accounting (per split, in `<split>-summary.json`): `details.images_in_csv` (the number of
+distinct ImageIDs in the CSV) = `num_examples` + `num_skipped` (files the writer could not
+use) + `details.excluded_no_positive` [+ `details.excluded_only_dropped_labels` with
+`--drop_missing_labels`], once every part has finished.
 
 Scale: the CSVs are streamed with the `csv` module and grouped by ImageID. The official files
 are sorted by ImageID so a group is a run of rows; if a file turns out not to be sorted this
@@ -150,9 +157,12 @@ _PROGRESS_ROWS = 100_000
 
 
 def _rows(path: str, wanted: dict[str, int], known: dict[str, str],
-          progress: bool = False) -> Iterator[tuple[str, int, bool]]:
+          progress: bool = False) -> Iterator[tuple[str, int | None, bool]]:
     """Validated (ImageID, label index, positive?) rows for the labels in `wanted`.
 
+    A row of another class yields (ImageID, None, False) unless the previous yielded row had
+    the same ImageID: every ImageID of the file reaches the grouping (and is counted) even if
+    none of its classes is wanted, at the cost of one tuple per run of such rows.
     With `progress`, a bar over the file's megabytes (rate, ETA) on stderr.
     """
     with _open(path, "image labels") as f:
@@ -163,6 +173,7 @@ def _rows(path: str, wanted: dict[str, int], known: dict[str, str],
         if header is None or tuple(h.strip() for h in header[:4]) != _HEADER:
             raise DataPrepError(f"{path}:1: expected header {','.join(_HEADER)}, got "
                                 f"{','.join(header or [])!r}")
+        last_id = None
         for row in reader:
             if reader.line_num % _PROGRESS_ROWS == 0:
                 # The raw file position (bytes handed to the text buffer) tracks the read.
@@ -173,11 +184,16 @@ def _rows(path: str, wanted: dict[str, int], known: dict[str, str],
                 raise DataPrepError(f"{path}:{reader.line_num}: {len(row)} column(s), expected "
                                     "ImageID,Source,LabelName,Confidence")
             image_id, mid, conf = row[0], row[2], row[3]
+            if not image_id:
+                raise DataPrepError(f"{path}:{reader.line_num}: empty ImageID")
             index = wanted.get(mid)
             if index is None:
                 if mid not in known:
                     raise DataPrepError(f"{path}:{reader.line_num}: LabelName {mid!r} is not "
                                         "in class-descriptions.csv")
+                if image_id != last_id:
+                    last_id = image_id
+                    yield image_id, None, False
                 continue
             if conf == "1" or conf == "0":
                 positive = conf == "1"
@@ -190,13 +206,17 @@ def _rows(path: str, wanted: dict[str, int], known: dict[str, str],
                     raise DataPrepError(f"{path}:{reader.line_num}: Confidence {conf!r}, "
                                         "expected 1 (positive) or 0 (verified negative)")
                 positive = value == 1.0
+            last_id = image_id
             yield image_id, index, positive
         bar.update(bar.total - bar.done)
         bar.close()
 
 
 def _group_sorted(rows) -> Iterator[tuple[str, set[int], set[int]]]:
-    """Groups runs of one ImageID; raises _Unsorted if an ImageID is smaller than the last."""
+    """Groups runs of one ImageID; raises _Unsorted if an ImageID is smaller than the last.
+
+    A row with index None (a class not wanted) opens the image's group without a label.
+    """
     current, pos, neg = None, set(), set()
     for image_id, index, positive in rows:
         if image_id != current:
@@ -205,18 +225,21 @@ def _group_sorted(rows) -> Iterator[tuple[str, set[int], set[int]]]:
                     raise _Unsorted
                 yield current, pos, neg - pos
             current, pos, neg = image_id, set(), set()
-        (pos if positive else neg).add(index)
+        if index is not None:
+            (pos if positive else neg).add(index)
     if current is not None:
         yield current, pos, neg - pos
 
 
 def _group_in_memory(rows) -> Iterator[tuple[str, set[int], set[int]]]:
+    """Groups rows by ImageID in memory (any row order); yields in ImageID order."""
     groups: dict[str, tuple[set[int], set[int]]] = {}
     for image_id, index, positive in rows:
         entry = groups.get(image_id)
         if entry is None:
             entry = groups[image_id] = (set(), set())
-        entry[0 if positive else 1].add(index)
+        if index is not None:
+            entry[0 if positive else 1].add(index)
     for image_id in sorted(groups):
         pos, neg = groups[image_id]
         yield image_id, pos, neg - pos
@@ -226,12 +249,14 @@ def scan_image_labels(path: str, wanted: dict[str, int], known: dict[str, str], 
                       progress: bool = True):
     """Folds `step(state, image_id, positives, negatives)` over the images of a labels CSV.
 
-    Images come in ImageID order with the label indices of `wanted` (MID -> label index);
-    every row is validated, also those of other labels. A label both positive and negative
-    for one image (two sources disagree) counts as positive: the human-confirmed presence is
-    the stronger statement. The official files are sorted by ImageID, so images are grouped
-    as runs of rows; if the file is not sorted, this is logged and the scan restarts with a
-    fresh `start()` state, grouping in memory (same result, more memory).
+    Every distinct ImageID of the file is visited once, in ImageID order, with the label
+    indices of `wanted` (MID -> label index) among its rows; an image whose rows are all of
+    other labels comes with two empty sets. Every row is validated, also those of other
+    labels. A label both positive and negative for one image (two sources disagree) counts
+    as positive: the human-confirmed presence is the stronger statement. The official files
+    are sorted by ImageID, so images are grouped as runs of rows; if the file is not sorted,
+    this is logged and the scan restarts with a fresh `start()` state, grouping in memory
+    (same result, more memory).
 
     Returns:
       (the final state, whether the file was sorted by ImageID).
@@ -302,6 +327,8 @@ def label_display_names(mids: Sequence[str], known: dict[str, str]):
 
 
 def _record_step(image_dir: str):
+    """The `scan_image_labels` step building records: every image is counted in
+    `images_in_csv` and then in exactly one of `selected` / `excluded_no_positive`."""
     def step(state, image_id, pos, neg):
         records, n = state
         n["images_in_csv"] += 1
@@ -347,8 +374,9 @@ def read_open_images(config: OpenImagesConfig, stream_train: bool = False) -> Co
     Returns:
       A `Converted` with the seen labels (trainable-list order) then the unseen ones (list
       order), label names = DisplayNames (see `label_display_names`), counts: "classes" and
-      per split `images_in_csv`, `selected`, `excluded_no_positive`; `label_ids` holds the
-      MID of every label.
+      per split `images_in_csv` (distinct ImageIDs of the CSV) = `selected` +
+      `excluded_no_positive` (no positive among the split's labels, including images whose
+      rows are all of other classes); `label_ids` holds the MID of every label.
     """
     known = read_class_descriptions(config.file("class_descriptions"))
     seen, unseen, label_counts, train_sorted = select_labels(config, known)
@@ -436,5 +464,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
+    from sdl_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -208,24 +208,30 @@ def write_nus_wide(root: str, image_root: str, flickr_layout: bool = True) -> No
 # -------------------------------------------------------------------------- Open Images
 OI_CLASSES = {
     "/m/01a": "Cat", "/m/01b": "Dog", "/m/01c": "Tree", "/m/01d": "Bow",
-    "/m/01e": "Bow", "/m/0u1": "Zebra crossing", "/m/0u2": "Violin", "/m/0x9": "Lamp",
+    "/m/01e": "Bow", "/m/01f": "Owl", "/m/0u1": "Zebra crossing", "/m/0u2": "Violin",
+    "/m/0x9": "Lamp",
 }  # fmt: skip
-OI_TRAINABLE = ("/m/01a", "/m/01b", "/m/01c", "/m/01d", "/m/01e")
+OI_TRAINABLE = ("/m/01a", "/m/01b", "/m/01c", "/m/01d", "/m/01e", "/m/01f")
 OI_UNSEEN = ("/m/0u1", "/m/0u2")
 # Train rows (ImageID, LabelName, Confidence). Positive images per class: Cat 3, Dog 1,
-# Tree 2, Bow(/m/01d) 2, Bow(/m/01e) 2 -> with min_train_images=2 seen = Cat, Tree, both Bows.
+# Tree 2, Bow(/m/01d) 2, Bow(/m/01e) 2, Owl 1 -> with min_train_images=2 seen = Cat, Tree,
+# both Bows; Dog and Owl are too rare, Lamp is not trainable.
 OI_TRAIN_ROWS = (
     ("000a", "/m/01a", 1), ("000a", "/m/01c", 0), ("000a", "/m/01b", 0),
     ("000b", "/m/01a", 1), ("000b", "/m/01c", 1), ("000b", "/m/0x9", 1),
+    ("000bb", "/m/0u1", 1), ("000bb", "/m/0u2", 0),  # unseen classes only: excluded
     ("000c", "/m/01a", 1), ("000c", "/m/01b", 0), ("000c", "/m/01d", 1), ("000c", "/m/01e", 1),
     ("000d", "/m/01c", 1), ("000d", "/m/01a", 0), ("000d", "/m/01a", 0),
     ("000e", "/m/01b", 1), ("000e", "/m/01c", 0),   # only a non-seen positive: excluded
     ("000f", "/m/01d", 1), ("000f", "/m/01e", 1), ("000f", "/m/01d", 0),  # 1 wins over 0
+    ("000g", "/m/01f", 1),                          # a too-rare class only: excluded
+    ("000h", "/m/0x9", 1), ("000h", "/m/01b", 0),   # non-trainable + too-rare only: excluded
 )  # fmt: skip
 OI_TEST_ROWS = (
     ("100a", "/m/0u1", 1), ("100a", "/m/01a", 0), ("100a", "/m/0u2", 0),
     ("100b", "/m/01c", 1), ("100b", "/m/0u2", 1),
     ("100c", "/m/01a", 0),                          # no positive: excluded
+    ("100d", "/m/01b", 1), ("100d", "/m/0x9", 0),   # classes outside the label set: excluded
 )  # fmt: skip
 
 

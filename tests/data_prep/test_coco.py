@@ -96,6 +96,34 @@ def test_prepare_writes_shards_read_back_with_right_labels(coco_files, tmp_path)
     assert again["train"]["shards_resumed_this_run"] == 2
 
 
+def _accounted(summary):
+    """Written + skipped by the writer + every named exclusion of the selection."""
+    details = summary["details"]
+    excluded = sum(v for k, v in details.items() if k.startswith("excluded_"))
+    return (summary["num_examples"] + summary["num_skipped"] + excluded
+            + details.get("not_in_id_list", 0))
+
+
+@pytest.mark.parametrize("with_id_lists", [False, True])
+def test_every_annotated_image_is_accounted_for(coco_files, tmp_path, with_id_lists):
+    kwargs = {}
+    if with_id_lists:
+        (tmp_path / "train_ids.txt").write_text("1\n2\n3\n7\n")
+        (tmp_path / "test_ids.txt").write_text("12\n15\n")
+        kwargs = dict(train_image_ids=str(tmp_path / "train_ids.txt"),
+                      test_image_ids=str(tmp_path / "test_ids.txt"))
+    result = coco.prepare(_config(coco_files, tmp_path / "out", **kwargs))
+    for split, pool in (("train", fixtures.COCO_TRAIN), ("test", fixtures.COCO_VAL)):
+        summary = result[split]
+        assert summary["details"]["images_in_annotations"] == len(pool)
+        assert _accounted(summary) == len(pool), (split, summary["details"])
+        assert summary["details"]["selected"] == summary["num_records"]
+    if with_id_lists:
+        # Image 3 (a dropped class only) is listed but has no train label: excluded, counted.
+        assert result["train"]["details"]["excluded_no_seen_object"] == 1
+        assert result["train"]["num_examples"] == 2 and result["train"]["num_skipped"] == 1
+
+
 def test_dropped_labels_are_remapped(coco_files, tmp_path):
     words = [n for n in coco.label_names()[0] if n != "scissors"]
     coco_files["word_vectors"] = fixtures.write_word2vec(str(tmp_path / "few.txt"), words)
@@ -164,6 +192,13 @@ def test_malformed_annotation_files_name_file_and_field(tmp_path):
     no_name = _write(tmp_path / "noname.json", json.dumps(data))
     with pytest.raises(DataPrepError, match=r"noname\.json: images\[0\] has no field 'file_name'"):
         coco.read_annotations(no_name)
+
+    data = fixtures.coco_json({1: ("a.jpg", ["person"]), 2: ("b.jpg", ["dog"])})
+    data["images"][1]["id"] = 1
+    twice = _write(tmp_path / "twice.json", json.dumps(data))
+    with pytest.raises(DataPrepError, match=r"twice\.json: images\[1\]\.id=1 repeats "
+                                            r"images\[0\]"):
+        coco.read_annotations(twice)
 
     data = fixtures.coco_json({1: ("a.jpg", ["person"])})
     data["categories"] = [c for c in data["categories"] if c["name"] != "scissors"]

@@ -81,6 +81,19 @@ def test_round_trip_labels_and_label_space(data):
     assert details["dropped_labels"] == []
 
 
+def test_every_manifest_image_is_accounted_for(data):
+    # A listed image without a file is skipped and listed with the others, never dropped.
+    with open(data / "test.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"image": "photos/gone.jpg", "labels": ["dog"]}\n')
+    summaries = manifest.prepare(_config(data))
+    for split, listed in (("train", 3), ("test", 4)):
+        summary = summaries[split]
+        assert summary["details"]["images_in_manifest"] == listed
+        assert summary["num_examples"] + summary["num_skipped"] == listed
+    assert summaries["test"]["skipped_by_reason"] == {"missing": 1}
+    assert summaries["test"]["skipped"][0]["image_id"] == "photos/gone.jpg"
+
+
 def test_drop_missing_labels(data):
     (data / "test.jsonl").write_text('{"image": "photos/2.jpg", "labels": ["cat", "zebra"]}\n')
     with pytest.raises(DataPrepError, match="'zebra'"):

@@ -1,5 +1,6 @@
 """NUS-WIDE 925/81 converter: path mapping, labels, missing images, row-count errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from data_prep import nus_wide
 from data_prep.common import CommonOptions, DataPrepError
+from sdl_tf import tfrecord_schema
 from sdl_tf.label_space import LabelSpace
 from tests.data_prep import fixtures
 
@@ -49,18 +51,23 @@ def test_read_labels_and_missing_images(tmp_path, flickr_layout):
         return {r.image_id: sorted(converted.names[i] for i in r.positives)
                 for r in converted.splits[split]}
 
-    # Train: seen tags only (the "dog" tag is a concept, so it is not a seen label).
-    assert labels("train") == {"actor/0001_11.jpg": ["sky"]}
+    # Train: seen tags only (the "dog" tag is a concept, so it is not a seen label). The image
+    # without a file is selected too: the writer skips and lists it (reason "missing").
+    assert labels("train") == {"actor/0001_11.jpg": ["sky"],
+                               "beach/0003_13.jpg": ["clouds", "sunset"]}
     # Test: seen tags + concept labels from AllLabels (not from the tag matrix).
     assert labels("test") == {"actor/0002_12.jpg": ["beach", "water"],
                               "zoo/0005_15.jpg": ["animal"], "zoo/0006_16.jpg": ["sky"]}
-    assert converted.counts["train"] == {"in_list": 3, "selected": 1, "missing_image_file": 1,
-                                         "duplicate_in_list": 0, "excluded_no_seen_label": 1}
+    assert converted.counts["train"] == {"in_list": 3, "selected": 2, "duplicate_in_list": 0,
+                                         "excluded_no_seen_label": 1}
     assert converted.counts["test"]["selected"] == 3
-    record = converted.splits["train"][0]
+    found, missing = converted.splits["train"]
     expected_dir = os.path.join(config.image_root, "Flickr") if flickr_layout else (
         config.image_root)
-    assert record.path == os.path.join(expected_dir, "actor", "0001_11.jpg")
+    assert found.path == os.path.join(expected_dir, "actor", "0001_11.jpg")
+    # A missing file's path is where the image root's layout puts it (named in the summary).
+    assert missing.path == os.path.join(expected_dir, "beach", "0003_13.jpg")
+    assert not os.path.exists(missing.path)
 
 
 def test_prepare_round_trip(tmp_path):
@@ -75,8 +82,23 @@ def test_prepare_round_trip(tmp_path):
         "actor/0002_12.jpg": ["beach", "water"], "zoo/0005_15.jpg": ["animal"],
         "zoo/0006_16.jpg": ["sky"]}
     assert list(fixtures.read_split(out, "train")) == ["actor/0001_11.jpg"]
-    assert result["train"]["details"]["missing_image_file"] == 1
-    assert result["selection"]["train"]["missing_image_file"] == 1
+    # The image without a file is skipped and listed like any unusable file.
+    train = result["train"]
+    missing_path = os.path.join(config.image_root, "Flickr", "beach", "0003_13.jpg")
+    assert train["num_skipped"] == 1 and train["skipped_by_reason"] == {"missing": 1}
+    assert train["skipped"] == [{"image_id": "beach/0003_13.jpg", "path": missing_path,
+                                 "reason": "missing",
+                                 "detail": f"file not found: {missing_path}"}]
+    with open(tfrecord_schema.summary_path(out, "train"), encoding="utf-8") as f:
+        on_disk = json.load(f)
+    assert on_disk["num_skipped"] == 1 and on_disk["skipped"] == train["skipped"]
+    # Every list entry is accounted for: written, skipped by the writer, or excluded.
+    for split, no_label in (("train", "excluded_no_seen_label"), ("test", "excluded_no_label")):
+        summary, details = result[split], result[split]["details"]
+        assert details["in_list"] == (summary["num_examples"] + summary["num_skipped"]
+                                      + details["duplicate_in_list"] + details[no_label])
+        assert details["selected"] == summary["num_records"]
+    assert (result["train"]["num_examples"], result["test"]["num_examples"]) == (1, 3)
 
 
 def _rewrite(path, transform):
@@ -140,5 +162,7 @@ def test_command_line_with_flagfile(tmp_path):
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "labels: 7 (4 seen, 3 unseen, 0 dropped" in proc.stdout
-    assert "missing_image_file=1" in proc.stdout
+    assert "train: in_list=3, selected=2, duplicate_in_list=0, excluded_no_seen_label=1" in (
+        proc.stdout)
+    assert "train: 1 examples written, 1 images skipped, shards complete 1/1" in proc.stdout
     assert len(fixtures.read_split(config.options.output_dir, "test")) == 3

@@ -1,5 +1,7 @@
 """Open Images v4 converter: seen threshold, tri-state labels, parts/resume, bad CSVs."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -55,10 +57,14 @@ def test_labels_and_tri_state_records(tmp_path):
     assert converted.unseen == (False,) * 4 + (True,) * 2
     assert _by_name(converted, "train") == EXPECTED_TRAIN
     assert _by_name(converted, "test") == EXPECTED_TEST
-    assert converted.counts["classes"]["trainable_below_min_train_images"] == 1
-    assert converted.counts["train"] == {"images_in_csv": 6, "selected": 5,
-                                         "excluded_no_positive": 1}
-    assert converted.counts["test"]["excluded_no_positive"] == 1
+    assert converted.counts["classes"]["trainable_below_min_train_images"] == 2  # Dog, Owl
+    # Excluded train images: 000bb (unseen classes only), 000e (a too-rare positive and a seen
+    # negative), 000g (a too-rare class only), 000h (non-trainable + too-rare classes only).
+    assert converted.counts["train"] == {"images_in_csv": 9, "selected": 5,
+                                         "excluded_no_positive": 4}
+    # Excluded test images: 100c (a negative only), 100d (classes outside the label set only).
+    assert converted.counts["test"] == {"images_in_csv": 4, "selected": 2,
+                                        "excluded_no_positive": 2}
 
 
 def test_min_train_images_threshold(tmp_path):
@@ -74,6 +80,7 @@ def test_unsorted_csv_gives_the_same_records(tmp_path):
     assert [r.image_id for r in unsorted.splits["train"]] == sorted(EXPECTED_TRAIN)
     for split in ("train", "test"):
         assert _by_name(unsorted, split) == _by_name(sorted_, split)
+    assert unsorted.counts == sorted_.counts
 
 
 def test_prepare_round_trip_with_negatives(tmp_path):
@@ -88,12 +95,56 @@ def test_prepare_round_trip_with_negatives(tmp_path):
         assert {k: (sorted(space.names[i] for i in v["positives"]),
                     sorted(space.names[i] for i in v["negatives"]))
                 for k, v in got.items()} == expected
-    assert result["train"]["details"] == {"images_in_csv": 6, "selected": 5,
-                                          "excluded_no_positive": 1}
+    assert result["train"]["details"] == {"images_in_csv": 9, "selected": 5,
+                                          "excluded_no_positive": 4}
     with open(os.path.join(out, open_images.CLASSES_FILE), encoding="utf-8") as f:
         lines = f.read().splitlines()
     assert lines[0] == "index,LabelName,DisplayName,unseen"
     assert lines[3] == "2,/m/01d,Bow [/m/01d],0" and lines[5] == "4,/m/0u1,Zebra crossing,1"
+
+
+def _distinct_image_ids(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return {row[0] for row in list(csv.reader(f))[1:] if row}
+
+
+@pytest.mark.parametrize("shuffle_train", [False, True])
+def test_every_csv_image_is_accounted_for(tmp_path, shuffle_train):
+    """images_in_csv = distinct ImageIDs of the CSV = written + skipped + excluded, exactly."""
+    config = _config(tmp_path, shuffle_train=shuffle_train)
+    os.remove(os.path.join(config.train_images, "000d.jpg"))  # selected, but no file
+    result = open_images.prepare(config)
+    for split, csv_name, written, excluded in (
+            ("train", "train-annotations-human-imagelabels.csv", 4, 4),
+            ("test", "test-annotations-human-imagelabels.csv", 2, 2)):
+        summary = result[split]
+        with open(tfrecord_schema.summary_path(config.options.output_dir, split),
+                  encoding="utf-8") as f:
+            assert json.load(f)["details"] == summary["details"]
+        details = summary["details"]
+        image_ids = _distinct_image_ids(os.path.join(config.oi_dir, csv_name))
+        assert details["images_in_csv"] == len(image_ids)
+        assert summary["num_examples"] == written
+        assert details["excluded_no_positive"] == excluded
+        assert details["images_in_csv"] == (summary["num_examples"] + summary["num_skipped"]
+                                            + details["excluded_no_positive"])
+        assert details["selected"] == summary["num_records"]
+    assert [s["image_id"] for s in result["train"]["skipped"]] == ["000d"]
+    assert result["train"]["skipped_by_reason"] == {"missing": 1}
+
+
+def test_images_left_without_a_labelled_vector_are_accounted_for(tmp_path):
+    # No vector for "Zebra crossing": test image 100a (its only positive) has no target left.
+    config = _config(tmp_path, drop_missing_labels=True)
+    words = [n for n in fixtures.OI_CLASSES.values() if n != "Zebra crossing"]
+    fixtures.write_word2vec(config.options.word_vectors, words)
+    summary = open_images.prepare(config)["test"]
+    details = summary["details"]
+    assert details["excluded_only_dropped_labels"] == 1
+    assert summary["num_examples"] == 1 and summary["num_skipped"] == 0
+    assert details["images_in_csv"] == 4 == (
+        summary["num_examples"] + summary["num_skipped"] + details["excluded_no_positive"]
+        + details["excluded_only_dropped_labels"])
 
 
 def test_tri_state_training_targets_from_shards(tmp_path):
@@ -138,14 +189,17 @@ def _edit(path, transform):
     ("train-annotations-human-imagelabels.csv",
      lambda lines: lines[:2] + ["000a,verification,/m/zzz,1"] + lines[2:],
      r"train-annotations-human-imagelabels\.csv:3: LabelName '/m/zzz' is not in"),
+    ("train-annotations-human-imagelabels.csv",
+     lambda lines: lines[:2] + [",verification,/m/0x9,1"] + lines[2:],
+     r"train-annotations-human-imagelabels\.csv:3: empty ImageID"),
     ("test-annotations-human-imagelabels.csv",
      lambda lines: ["ImageID,LabelName,Confidence"] + lines[1:],
      r"test-annotations-human-imagelabels\.csv:1: expected header"),
     ("test-annotations-human-imagelabels.csv",
      lambda lines: lines + ["100d,verification"],
-     r"test-annotations-human-imagelabels\.csv:8: 2 column\(s\)"),
+     r"test-annotations-human-imagelabels\.csv:10: 2 column\(s\)"),
     ("classes-trainable.txt", lambda lines: lines + ["/m/nope"],
-     r"classes-trainable\.txt:6: class '/m/nope' is not in class-descriptions\.csv"),
+     r"classes-trainable\.txt:7: class '/m/nope' is not in class-descriptions\.csv"),
     ("class-descriptions.csv", lambda lines: lines[:2] + ["/m/0q,a,b"] + lines[2:],
      r"class-descriptions\.csv:3: expected 'LabelName,DisplayName'"),
 ])
