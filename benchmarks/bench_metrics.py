@@ -14,7 +14,7 @@ Random inputs are generated per batch outside the timed regions (never an N x M 
     .venv/bin/python benchmarks/bench_metrics.py --quick    # small shapes
     .venv/bin/python benchmarks/bench_metrics.py --case=openimages
 
-Goal (issue 2): Open Images scale < 4 min, ratio <= 2, peak RSS < 6 GB.
+Targets: Open Images scale < 4 min, ratio <= 2, peak RSS < 6 GB.
 """
 
 import argparse

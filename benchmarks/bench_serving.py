@@ -7,7 +7,7 @@
    what in-graph decoding + resizing + scoring costs on top of the network).
 2. Retrieval over N = 100,000 indexed images (M = 7, d = 300, float32 in memory): latency of one
    query and of a batch of 16, against one pass reading the index from memory (the faster of
-   a column sum and a column max over the (N*M, d) array). Goal (issue 5): ratio <= 2.
+   a column sum and a column max over the (N*M, d) array). Target: ratio <= 2.
 
     .venv/bin/python benchmarks/bench_serving.py            # full
     .venv/bin/python benchmarks/bench_serving.py --quick    # smaller/shorter (smoke run)
