@@ -1,8 +1,10 @@
 """Training throughput on this machine, measured in one run (images/s).
 
-    python benchmarks/bench_train.py --data_dir=demo_out/data [--resnet_steps=10]
+    python benchmarks/bench_train.py --data_dir=demo_out/data [--resnet_steps=10] \
+        [--tresnet_steps=5]
 
-Prints train-step images/s for ResNet50 at 224 (batch 16, weights none) and for the demo model
+Prints train-step images/s for ResNet50 at 224 (batch 16, weights none), with --tresnet_steps
+for the paper's TResNet-M at 224 (same batch, random weights) too, and for the demo model
 (tiny CNN at 64, batch 32, M = 3) on in-memory batches, the input pipeline alone on the demo
 TFRecords (decode + augmentation + batching, no model), and the ratio pipeline / train step
 (> 1 means the input pipeline is not the bottleneck).
@@ -25,6 +27,7 @@ from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 
 flags.DEFINE_string("data_dir", "demo_out/data", "Demo TFRecords (python -m data_prep.demo).")
 flags.DEFINE_integer("resnet_steps", 10, "Timed ResNet50 steps (0 skips it).")
+flags.DEFINE_integer("tresnet_steps", 0, "Timed TResNet-M steps, same batch as ResNet50 (0 skips).")
 flags.DEFINE_integer("demo_steps", 60, "Timed demo-model steps.")
 flags.DEFINE_integer("pipeline_batches", 60, "Timed input-pipeline batches.")
 FLAGS = flags.FLAGS
@@ -75,11 +78,14 @@ def main(argv):
     demo = ModelConfig(backbone="tiny", weights="none", image_size=64, num_rows=3, dim=32)
     demo_ips = time_train_steps(demo, 32, FLAGS.demo_steps)
     rows.append(("train step, demo model (tiny CNN, 64x64, batch 32, M=3)", demo_ips))
-    if FLAGS.resnet_steps:
-        resnet = ModelConfig(backbone="resnet50", weights="none", image_size=224, num_rows=7,
-                             dim=300)
-        rows.append(("train step, ResNet50 (224x224, batch 16, M=7, d=300)",
-                     time_train_steps(resnet, 16, FLAGS.resnet_steps, num_seen=900, dim=300)))
+    big = {}
+    for name, backbone, steps in (("ResNet50", "resnet50", FLAGS.resnet_steps),
+                                  ("TResNet-M", "tresnet_m", FLAGS.tresnet_steps)):
+        if steps:
+            cfg = ModelConfig(backbone=backbone, weights="none", image_size=224, num_rows=7,
+                              dim=300)
+            big[name] = time_train_steps(cfg, 16, steps, num_seen=900, dim=300)
+            rows.append((f"train step, {name} (224x224, batch 16, M=7, d=300)", big[name]))
     pipe_ips = time_pipeline(FLAGS.data_dir, 32, FLAGS.pipeline_batches, 64)
     rows.append(("input pipeline alone (demo TFRecords, 64x64, batch 32, augment)", pipe_ips))
     print(f"\n{'what':<70} images/s")
@@ -87,8 +93,8 @@ def main(argv):
         print(f"{name:<70} {ips:8.1f}")
     print(f"\npipeline / demo train step = {pipe_ips / demo_ips:.2f}x "
           "(> 1: the input pipeline is not the bottleneck)")
-    if FLAGS.resnet_steps:
-        print(f"pipeline / ResNet50 train step = {pipe_ips / rows[1][1]:.1f}x")
+    for name, ips in big.items():
+        print(f"pipeline / {name} train step = {pipe_ips / ips:.1f}x")
     print(f"CPU cores: {os.cpu_count()}")
 
 
