@@ -9,7 +9,7 @@ Writes <split>_metrics.json, <split>_metrics.md and <split>_per_label_ap.csv int
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from sdl_tf.config import EvalConfig
 
@@ -51,5 +51,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from sdl_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -72,6 +72,27 @@ def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> kera
     return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
 
 
+def require_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME) -> None:
+    """Checks that `model_dir` is a finished training run (model file + label space).
+
+    Raises:
+        FileNotFoundError: naming what is missing and the command that writes it.
+    """
+    from sdl_tf import cli
+
+    if not model_dir:
+        raise FileNotFoundError(f"no model dir given: {cli.missing_model_hint('DIR')}")
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model dir {model_dir!r} does not exist (no finished training "
+                                f"run there): {cli.missing_model_hint(model_dir)}")
+    for name in (filename, "labels.json"):
+        if not os.path.isfile(os.path.join(model_dir, name)):
+            raise FileNotFoundError(
+                f"model dir {model_dir!r} has no {name}: not a finished training run "
+                f"(an unfinished one resumes with the same command); "
+                f"{cli.missing_model_hint(model_dir)}")
+
+
 def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
     """Loads a trained model directory written by `sdl_tf.training.train`.
 
@@ -84,11 +105,8 @@ def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
     """
     from sdl_tf.label_space import LabelSpace
 
+    require_model_dir(model_dir, filename)
     path = os.path.join(model_dir, filename)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path} not found: is {model_dir} a finished training run (sdl_tf.train)?"
-        )
     # Our own training output: a hub backbone (TFSMLayer) needs Keras' unsafe mode to reload.
     safe = True
     cfg_path = os.path.join(model_dir, "config.json")

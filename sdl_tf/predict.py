@@ -90,8 +90,11 @@ class Tagger:
             self._size = exporting.model_contract(self._model)[0]
             self.source = "keras"
         else:
+            from sdl_tf import cli
+
             raise PredictError(
-                f"--model {path!r} is neither a SavedModel export nor a training run directory"
+                f"--model {path!r} is neither a SavedModel export nor a training run directory: "
+                f"{cli.missing_export_hint(path)}"
             )
 
     def _run(self, data: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +363,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from sdl_tf import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

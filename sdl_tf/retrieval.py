@@ -298,7 +298,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from sdl_tf import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

@@ -239,10 +239,10 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from sdl_tf import cli
 
     _define_flags()
     try:
-        app.run(main)
+        cli.run(main)
     except BrokenPipeError:
         sys.exit(1)
