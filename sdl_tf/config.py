@@ -17,6 +17,8 @@ from sdl_tf import atomic_io
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 SCORINGS = ("max", "l2")
 LOSS_MODES = ("paper", "official")
+AUGMENT_MODES = ("imagenet", "flip", "resize")
+WEIGHT_DECAY_MODES = ("decoupled", "l2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,14 @@ class DataConfig:
             0 disables validation.
         shuffle_buffer: example shuffle buffer size for training.
         augment: ImageNet-style augmentation (random resized crop, flip, colour) for training.
+        augment_mode: `imagenet` (random resized crop, flip, colour, cutout: the paper) or
+            `flip` (horizontal flip only: label-safe for small synthetic objects, where a crop
+            or a cutout can remove a labelled object and so mislabel the image) or `resize`
+            (the whole image resized, then cutout: the authors' COCO script, no crop/flip/colour).
         cutout: side of the cutout square as a fraction of the image side (0 disables).
+        rand_augment: also apply RandAugment (2 random ops of `keras.layers.RandAugment`, after
+            the `augment_mode` transforms) to training images, as the authors' COCO script.
+        rand_augment_factor: RandAugment magnitude in [0, 1] (Keras' `factor`).
         min_crop_area: lower bound of the random-resized-crop area fraction.
         num_parallel_calls: tf.data parallelism (-1 = AUTOTUNE).
         cache_eval: cache decoded evaluation images in memory (small datasets only).
@@ -77,7 +86,10 @@ class DataConfig:
     val_fraction: float = 0.0
     shuffle_buffer: int = 2048
     augment: bool = True
+    augment_mode: str = "imagenet"
     cutout: float = 0.5
+    rand_augment: bool = False
+    rand_augment_factor: float = 0.5
     min_crop_area: float = 0.25
     num_parallel_calls: int = -1
     cache_eval: bool = False
@@ -89,6 +101,12 @@ class DataConfig:
             raise ValueError(f"cutout must be in [0, 1), got {self.cutout}")
         if not 0.0 < self.min_crop_area <= 1.0:
             raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
+        if not 0.0 <= self.rand_augment_factor <= 1.0:
+            raise ValueError(f"rand_augment_factor must be in [0, 1], got "
+                             f"{self.rand_augment_factor}")
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got "
+                             f"{self.augment_mode!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +119,12 @@ class TrainConfig:
         epochs, batch_size: the global batch size summed over all replicas and workers.
         steps_per_epoch: cap on steps per epoch (0 = one pass over the training split).
         learning_rate: the one-cycle maximum (1e-4 in the paper).
-        weight_decay: decoupled ("true") weight decay of AdamW (3e-4 in the paper).
+        weight_decay: weight decay coefficient (3e-4 in the paper and the authors' script).
+        weight_decay_mode: `decoupled` (AdamW, the paper's "true weight decay" [31]) or `l2`
+            (Adam with the L2 term wd * w added to the gradient, which is what the authors'
+            script's torch.optim.Adam(weight_decay=...) parameter groups do).
+        exclude_bias_norm_from_decay: no weight decay on 1-D variables (biases and
+            normalisation scales/offsets), as the authors' `add_weight_decay`.
         warmup_fraction: fraction of all steps spent rising to the maximum (one-cycle pct_start).
         div_factor / final_div_factor: one-cycle start lr = max/div, final lr = start/final_div.
         reg_lambda, use_sdw, use_reg, scoring, loss_mode: passed to `SDLLoss` (eqs. 2-5).
@@ -126,6 +149,8 @@ class TrainConfig:
     steps_per_epoch: int = 0
     learning_rate: float = 1e-4
     weight_decay: float = 3e-4
+    weight_decay_mode: str = "decoupled"
+    exclude_bias_norm_from_decay: bool = False
     warmup_fraction: float = 0.2
     div_factor: float = 25.0
     final_div_factor: float = 1e4
@@ -158,6 +183,9 @@ class TrainConfig:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         if self.loss_mode not in LOSS_MODES:
             raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+        if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
+            raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got "
+                             f"{self.weight_decay_mode!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
         if self.learning_rate <= 0:

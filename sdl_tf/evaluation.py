@@ -6,6 +6,13 @@ over labels of the AP of ranking the images by that label's score (tag-based ret
 
 Scores are s_ij = max_m (A_i t_j) (eq. 1) computed in streaming fashion, so memory stays
 O(batch x C) except for the (few) diverse images, whose score rows are kept for Table 4.
+
+Row usage (Figure 3 / section 4.5, made measurable; `RowUsage`): for each image's top-K tags,
+the row m of A_i that attains the max in eq. (1) "wins" the tag. Aggregated over the images: the
+share of top-K tags won by each row, the entropy of those shares, the mean per-image entropy,
+and the mean pairwise cosine between the rows of A_i. Rows that specialise in different
+concepts (the paper's claim) give a high share entropy and low cosines; a collapsed matrix
+(one row doing all the work, or M near-identical rows) gives entropy ~0 or cosines ~1.
 """
 
 from __future__ import annotations
@@ -77,9 +84,117 @@ class _DiverseCollector:
         return out
 
 
+def winning_rows(matrices, vectors, scoring="max"):
+    """The row of each matrix that gives each label its score (the arg-max of eq. 1).
+
+    Args:
+        matrices: (B, M, d) per-image matrices A.
+        vectors: (B, K, d) the label vectors to look at per image, or (K, d) for all images.
+        scoring: "max" (eq. 1: arg-max_m A_m t) or "l2" (the row with the largest |A_m t|, i.e.
+            the largest contribution to ||A t||).
+
+    Returns:
+        (B, K) int64 row indices in [0, M); ties go to the lower row (np.argmax).
+    """
+    matrices = np.asarray(matrices, np.float32)
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.ndim == 2:
+        products = np.einsum("bmd,kd->bmk", matrices, vectors)
+    else:
+        products = np.einsum("bmd,bkd->bmk", matrices, vectors)
+    if scoring == "l2":
+        products = np.abs(products)
+    return np.argmax(products, axis=1)
+
+
+def _entropy(p, axis=-1):
+    """Shannon entropy in nats of distributions along `axis` (0 log 0 = 0)."""
+    p = np.asarray(p, np.float64)
+    logs = np.log(np.where(p > 0, p, 1.0))
+    return 0.0 - np.sum(p * logs, axis=axis)  # 0.0 - x, not -x: no "-0.0" in the JSON
+
+
+class RowUsage:
+    """Streams which row of A wins each image's top-K tags (Figure 3, made measurable).
+
+    Per batch only (B, M, K) products and (B, M, M) row cosines are formed, never (N, C, M).
+    Every image counts (row usage needs no ground truth), over all C labels (the GZSL ranking
+    that Figure 3 shows).
+
+    Args:
+        label_vectors: (C, d) word vectors of all labels.
+        k: K, top tags per image (capped at C).
+        scoring: "max" (eq. 1) or "l2"; ranks the tags and picks the winning row.
+    """
+
+    def __init__(self, label_vectors, k: int, scoring: str = "max"):
+        self.vectors = np.asarray(label_vectors, np.float32)
+        self.k = max(1, min(int(k), self.vectors.shape[0]))
+        self.scoring = scoring
+        self.counts = None  # (M,) top-K tags won per row
+        self.num_images = 0
+        self._entropy_sum = 0.0
+        self._cosine_sum = 0.0
+
+    def update(self, matrices, scores) -> np.ndarray:
+        """Adds a batch.
+
+        Args:
+            matrices: (B, M, d) the images' matrices.
+            scores: (B, C) their label scores (from the same matrices, `numpy_scores`).
+
+        Returns:
+            (B, K) int64 winning row of each image's top-K tags, best tag first.
+        """
+        from sdl_tf.metrics import top_k_indices
+
+        matrices = np.asarray(matrices, np.float32)
+        b, m, _ = matrices.shape
+        if self.counts is None:
+            self.counts = np.zeros(m, np.int64)
+        top = top_k_indices(scores, self.k)  # (B, K), same tie-breaking as P/R/F1@K
+        rows = winning_rows(matrices, self.vectors[top], self.scoring)  # (B, K)
+        per_image = (rows[:, :, None] == np.arange(m)).sum(axis=1)  # (B, M) tags won
+        self.counts += per_image.sum(axis=0)
+        self._entropy_sum += float(_entropy(per_image / self.k, axis=1).sum())
+        if m > 1 and b:
+            norms = np.linalg.norm(matrices, axis=2, keepdims=True)
+            unit = matrices / np.maximum(norms, 1e-12)  # a zero row has cosine 0 with any row
+            cos = np.einsum("bmd,bnd->bmn", unit, unit)  # (B, M, M)
+            upper = np.triu_indices(m, k=1)
+            self._cosine_sum += float(cos[:, upper[0], upper[1]].mean(axis=1).sum())
+        self.num_images += b
+        return rows
+
+    def result(self) -> dict:
+        """The aggregate: {"k", "num_rows", "num_images", "share" (M floats, sum 1),
+        "entropy" and "entropy_normalized" (of the shares; nats, / log M), "mean_image_entropy"
+        (+ "_normalized"), "mean_cosine" (None for M = 1)}; None-valued fields when empty."""
+        if not self.num_images:
+            return {"k": self.k, "num_rows": None, "num_images": 0, "share": [],
+                    "entropy": None, "entropy_normalized": None, "mean_image_entropy": None,
+                    "mean_image_entropy_normalized": None, "mean_cosine": None}
+        m = len(self.counts)
+        share = self.counts / self.counts.sum()
+        entropy = float(_entropy(share))
+        image_entropy = self._entropy_sum / self.num_images
+        log_m = np.log(m) if m > 1 else None  # normalising by log 1 = 0 is undefined
+        return {
+            "k": self.k,
+            "num_rows": m,
+            "num_images": self.num_images,
+            "share": [float(x) for x in share],
+            "entropy": entropy,
+            "entropy_normalized": entropy / log_m if log_m else None,
+            "mean_image_entropy": image_entropy,
+            "mean_image_entropy_normalized": image_entropy / log_m if log_m else None,
+            "mean_cosine": self._cosine_sum / self.num_images if m > 1 else None,
+        }
+
+
 def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
                          random_seed=None, diverse_min_labels=None, diverse_k=10,
-                         progress=False) -> dict:
+                         progress=False, row_usage_k=None) -> dict:
     """Runs the model over `dataset` and evaluates ZSL/GZSL.
 
     Args:
@@ -93,9 +208,12 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
         diverse_min_labels: if set, also evaluate images with more than this many positives
             at top-`diverse_k` (Table 4), under key "diverse".
         progress: print a progress bar.
+        row_usage_k: K of the row-usage statistics (`RowUsage`); default max(ks). Not computed
+            for the random baseline (no matrices).
 
     Returns:
-        The `ZSLEvaluator.result()` dict ({"zsl": ..., "gzsl": ...}) plus "diverse" if asked.
+        The `ZSLEvaluator.result()` dict ({"zsl": ..., "gzsl": ...}) plus "diverse" if asked
+        and "row_usage" (`RowUsage.result()`) for a model.
     """
     import keras
 
@@ -107,6 +225,8 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
                if diverse_min_labels is not None else None)
     rng = np.random.default_rng(random_seed) if random_seed is not None else None
     predict = _predict_fn(model) if rng is None else None
+    rows = (RowUsage(label_space.vectors, row_usage_k or max(ks), scoring)
+            if rng is None else None)
     bar = keras.utils.Progbar(None, unit_name="image") if progress else None
     seen = 0
     for batch in dataset:
@@ -116,7 +236,9 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
         else:
             matrices = predict(images).numpy().astype(np.float32)
             scores = numpy_scores(matrices, label_space.vectors, scoring)
-        evaluator.update_scores(scores, labels)
+        evaluator.update_scores(scores, labels)  # (checks the scores for NaN first)
+        if rows is not None:
+            rows.update(matrices, scores)
         if diverse is not None:
             diverse.update(scores, labels)
         seen += labels.shape[0]
@@ -129,6 +251,8 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
         result["diverse"] = diverse.result(diverse_k)
         result["diverse"]["min_labels"] = diverse_min_labels
         result["diverse"]["k"] = diverse_k
+    if rows is not None:
+        result["row_usage"] = rows.result()
     return result
 
 
@@ -160,11 +284,34 @@ def markdown_tables(result: dict, ks, method: str = "SDL") -> str:
             r = d[task]
             lines.append(f"| {task.upper()} | {r['num_images']} | {_fmt(r[f'P@{k}'])} | "
                          f"{_fmt(r[f'R@{k}'])} | {_fmt(r[f'F1@{k}'])} |")
+    if result.get("row_usage", {}).get("num_images"):
+        lines += ["", *row_usage_table(result["row_usage"])]
     return "\n".join(lines) + "\n"
 
 
+def _fmt3(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def row_usage_table(usage: dict) -> list[str]:
+    """Markdown lines: each row's share of the top-K tags (%), then entropy and cosine."""
+    m, k = usage["num_rows"], usage["k"]
+    lines = [f"Row usage (which row of A wins each image's top-{k} tags, eq. 1; Figure 3):", "",
+             "| Row |" + "".join(f" {i + 1} |" for i in range(m)),
+             "|---|" + "---|" * m,
+             "| Share of tags (%) |" + "".join(f" {100 * x:.1f} |" for x in usage["share"]),
+             "",
+             f"Entropy of the shares: {_fmt3(usage['entropy'])} nats "
+             f"({_fmt3(usage['entropy_normalized'])} of log M); mean per-image entropy "
+             f"{_fmt3(usage['mean_image_entropy'])} nats "
+             f"({_fmt3(usage['mean_image_entropy_normalized'])} of log M); mean pairwise cosine "
+             f"between rows {_fmt3(usage['mean_cosine'])} ({usage['num_images']} images)."]
+    return lines
+
+
 def per_label_csv(result: dict, label_space, label_counts) -> str:
-    """CSV: label, unseen, num_positives, zsl_ap, gzsl_ap (percent; empty = not evaluated)."""
+    """CSV: label, unseen, num_positives, zsl_ap, gzsl_ap (AP in [0, 1], not percent; empty =
+    not evaluated)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["label", "unseen", "num_positives", "zsl_ap", "gzsl_ap"])
@@ -215,7 +362,10 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         The JSON-able result: {"zsl", "gzsl", "diverse", "split", "method", "files", ...}.
     """
     from sdl_tf.label_space import LabelSpace
+    from sdl_tf.model import require_model_dir
 
+    if cfg.baseline != "random":
+        require_model_dir(cfg.model_dir, cfg.model_file)
     run_config = None
     if cfg.model_dir:
         cfg_path = os.path.join(cfg.model_dir, "config.json")
@@ -224,6 +374,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     data_dir = cfg.data_dir or (run_config.data.data_dir if run_config else "")
     if not data_dir:
         raise ValueError("--data_dir is required (no config.json in the model dir)")
+    data_lib.require_dataset(data_dir)
     ks = cfg.ks or (run_config.eval_ks if run_config else (3, 5))
     scoring = cfg.scoring or (run_config.scoring if run_config else "max")
     data_cfg = run_config.data if run_config else DataConfig()
@@ -247,6 +398,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     data_labels = LabelSpace.load(data_dir)
     if tuple(data_labels.names) != tuple(label_space.names):
         raise ValueError(f"label space of {data_dir} differs from the model's ({cfg.model_dir})")
+    data_lib.require_dataset(data_dir, [cfg.split])
 
     ds = data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
                                num_labels=label_space.num_labels, batch_size=cfg.batch_size,

@@ -49,11 +49,21 @@ class TaggedImage:
         return not self.error
 
 
-def _thumbnail(path: str, size: int) -> Image.Image:
-    """A size x size RGB thumbnail (letter-boxed); a grey X for unreadable files."""
+def _thumbnail(source, size: int) -> Image.Image:
+    """A size x size RGB thumbnail (letter-boxed); a grey X for unreadable files.
+
+    Args:
+      source: an image file path, or a uint8 (H, W, 3) RGB array (images already in memory,
+        e.g. the validation images that training logs to TensorBoard).
+      size: thumbnail side in pixels.
+    """
     canvas = Image.new("RGB", (size, size), (235, 235, 235))
     try:
-        with Image.open(path) as im:
+        if isinstance(source, np.ndarray):
+            im = Image.fromarray(np.asarray(source, np.uint8), "RGB")
+        else:
+            im = Image.open(source)
+        with im:
             # contain() also enlarges small images so tiny demo images stay visible.
             im = ImageOps.contain(im.convert("RGB"), (size, size))
             canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
@@ -75,8 +85,25 @@ def tag_line(tag: Tag) -> str:
     return f"[{tag.row + 1}] {tag.name}{tag.mark} {tag.score:.3f}"
 
 
+def grid_image(items, thumb: int = 192, columns: int = 4, images=None) -> np.ndarray:
+    """Renders the Figure-3-style grid: each cell is a thumbnail above its tag list, each tag
+    coloured by (and prefixed with) the row of A that wins it.
+
+    Args:
+      items: sequence of `TaggedImage`.
+      thumb: thumbnail side in pixels.
+      columns: cells per row of the grid.
+      images: optional sequence of uint8 (H, W, 3) arrays, one per item, drawn instead of
+        reading `item.path`.
+
+    Returns:
+      uint8 (height, width, 3) RGB array.
+    """
+    return np.asarray(_render_grid(list(items), thumb, columns, images))
+
+
 def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
-    """Writes the grid PNG: each cell is a thumbnail above its tag list.
+    """Writes the grid PNG (`grid_image` of the items' image files).
 
     Args:
       items: sequence of `TaggedImage`.
@@ -87,7 +114,17 @@ def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
     Returns:
       `path`.
     """
-    items = list(items)
+    grid = _render_grid(list(items), thumb, columns, None)
+    buf = io.BytesIO()
+    grid.save(buf, "PNG")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_io.atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def _render_grid(items, thumb, columns, images) -> Image.Image:
+    if images is not None and len(images) != len(items):
+        raise ValueError(f"{len(images)} images for {len(items)} items")
     font = ImageFont.load_default()
     line_h = 13
     max_tags = max((len(it.tags) for it in items), default=0)
@@ -99,7 +136,7 @@ def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
     draw = ImageDraw.Draw(grid)
     for i, item in enumerate(items):
         x0, y0 = (i % columns) * cell_w + 6, (i // columns) * cell_h + 6
-        grid.paste(_thumbnail(item.path, thumb), (x0, y0))
+        grid.paste(_thumbnail(item.path if images is None else images[i], thumb), (x0, y0))
         y = y0 + thumb + 3
         draw.text((x0, y), item.image_id[:32], fill=(0, 0, 0), font=font)
         y += line_h
@@ -109,11 +146,7 @@ def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
         for tag in item.tags:
             draw.text((x0, y), tag_line(tag)[:40], fill=_row_colour(tag.row), font=font)
             y += line_h
-    buf = io.BytesIO()
-    grid.save(buf, "PNG")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_io.atomic_write(path, lambda f: f.write(buf.getvalue()))
-    return path
+    return grid
 
 
 def write_html(items, path: str, thumb: int = 192, title: str = "SDL tags") -> str:

@@ -6,7 +6,7 @@ finished run says so and exits unless --overwrite or a larger --epochs is given.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
 
@@ -28,13 +28,20 @@ def define_flags() -> None:
                    "Without val shards: fraction of training images held out for validation.")
     f.DEFINE_integer("shuffle_buffer", _D.shuffle_buffer, "Example shuffle buffer.")
     f.DEFINE_bool("augment", _D.augment, "Random resized crop, flip and colour augmentation.")
+    f.DEFINE_enum("augment_mode", _D.augment_mode, ["imagenet", "flip", "resize"],
+                  "imagenet: crop, flip, colour, cutout (paper); flip: flip only (label-safe); "
+                  "resize: whole-image resize + cutout (authors' COCO script).")
     f.DEFINE_float("cutout", _D.cutout, "Cutout square side as a fraction of the image (0=off).")
     f.DEFINE_float("min_crop_area", _D.min_crop_area, "Smallest random-resized-crop area.")
+    f.DEFINE_bool("rand_augment", _D.rand_augment,
+                  "Also apply RandAugment (2 ops) to training images (authors' COCO script).")
+    f.DEFINE_float("rand_augment_factor", _D.rand_augment_factor,
+                   "RandAugment magnitude in [0, 1] (keras.layers.RandAugment factor).")
     f.DEFINE_integer("num_parallel_calls", _D.num_parallel_calls, "tf.data parallelism (-1=auto).")
     # Model.
     f.DEFINE_string("backbone", _M.backbone,
                     "resnet50 | resnet101 | mobilenet_v3_small | efficientnet_b0 | tiny | "
-                    "hub:<handle-or-path>.")
+                    "small_cnn | hub:<handle-or-path>.")
     f.DEFINE_string("weights", _M.weights, "Backbone weights: imagenet | none | <path>.")
     f.DEFINE_integer("image_size", _M.image_size, "Input image side.")
     f.DEFINE_integer("num_rows", _M.num_rows, "M, principal directions per image.")
@@ -46,7 +53,11 @@ def define_flags() -> None:
     f.DEFINE_integer("batch_size", _T.batch_size, "Global batch size (all replicas).")
     f.DEFINE_integer("steps_per_epoch", _T.steps_per_epoch, "Steps per epoch (0 = one pass).")
     f.DEFINE_float("learning_rate", _T.learning_rate, "One-cycle maximum learning rate.")
-    f.DEFINE_float("weight_decay", _T.weight_decay, "AdamW decoupled weight decay.")
+    f.DEFINE_float("weight_decay", _T.weight_decay, "Weight decay coefficient.")
+    f.DEFINE_enum("weight_decay_mode", _T.weight_decay_mode, ["decoupled", "l2"],
+                  "decoupled: AdamW (paper); l2: Adam + L2 gradient term (authors' script).")
+    f.DEFINE_bool("exclude_bias_norm_from_decay", _T.exclude_bias_norm_from_decay,
+                  "No weight decay on biases and normalisation parameters (1-D variables).")
     f.DEFINE_float("warmup_fraction", _T.warmup_fraction, "One-cycle rising fraction.")
     f.DEFINE_float("div_factor", _T.div_factor, "One-cycle initial lr = max / div_factor.")
     f.DEFINE_float("final_div_factor", _T.final_div_factor, "Final lr = initial / this.")
@@ -79,7 +90,9 @@ def config_from_flags(FLAGS) -> TrainConfig:  # noqa: N803 (absl convention)
     data = DataConfig(
         data_dir=FLAGS.data_dir, train_split=FLAGS.train_split, val_split=FLAGS.val_split,
         val_fraction=FLAGS.val_fraction, shuffle_buffer=FLAGS.shuffle_buffer,
-        augment=FLAGS.augment, cutout=FLAGS.cutout, min_crop_area=FLAGS.min_crop_area,
+        augment=FLAGS.augment, augment_mode=FLAGS.augment_mode, cutout=FLAGS.cutout,
+        min_crop_area=FLAGS.min_crop_area,
+        rand_augment=FLAGS.rand_augment, rand_augment_factor=FLAGS.rand_augment_factor,
         num_parallel_calls=FLAGS.num_parallel_calls,
     )
     model = ModelConfig(
@@ -91,6 +104,8 @@ def config_from_flags(FLAGS) -> TrainConfig:  # noqa: N803 (absl convention)
         model_dir=FLAGS.model_dir, data=data, model=model, epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.steps_per_epoch,
         learning_rate=FLAGS.learning_rate, weight_decay=FLAGS.weight_decay,
+        weight_decay_mode=FLAGS.weight_decay_mode,
+        exclude_bias_norm_from_decay=FLAGS.exclude_bias_norm_from_decay,
         warmup_fraction=FLAGS.warmup_fraction, div_factor=FLAGS.div_factor,
         final_div_factor=FLAGS.final_div_factor, reg_lambda=FLAGS.reg_lambda,
         use_sdw=FLAGS.use_sdw, use_reg=FLAGS.use_reg, scoring=FLAGS.scoring,
@@ -119,5 +134,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from sdl_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -10,6 +10,12 @@ on the whole global batch (the mean of eq. 5). Dividing by the replica count aga
 
 Recipe (paper section 4.1): AdamW (decoupled weight decay 3e-4), one-cycle cosine schedule with
 maximum learning rate 1e-4, dropout 0.5, lambda 0.3, ImageNet-style augmentation with cutout.
+The authors' released COCO script differs (docs/recipes.md); `weight_decay_mode="l2"` and
+`exclude_bias_norm_from_decay` reproduce its Adam + L2 on all but 1-D parameters.
+
+Validation (each epoch, on the val split): ZSL/GZSL mAP and F1@K, the row usage of Figure 3
+(`rows/*` scalars: which row of A wins each image's top-K tags), per-label AP (histograms and a
+text table) and a Figure-3 grid image of the first 8 validation images.
 """
 
 from __future__ import annotations
@@ -101,8 +107,8 @@ class OneCycleCosine(keras.optimizers.schedules.LearningRateSchedule):
     Args:
         max_lr: peak learning rate (1e-4 in the paper).
         total_steps: steps of the whole run.
-        warmup_fraction: fraction of steps rising (PyTorch's pct_start, default 0.2 as
-            the authors' code).
+        warmup_fraction: fraction of steps rising (PyTorch's pct_start). The paper gives
+            none; the authors' COCO script uses 0.1 (ZS_SDL train.py:136, docs/recipes.md).
         div_factor, final_div_factor: as in PyTorch.
     """
 
@@ -166,8 +172,26 @@ class Trainer:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
             self.model = model_lib.build_model(config.model)
-            optimizer = keras.optimizers.AdamW(learning_rate=self.schedule,
-                                               weight_decay=config.weight_decay)
+            variables = self.model.trainable_variables
+            # The authors' add_weight_decay (ZS_SDL helper_functions.py) skips every 1-D
+            # parameter (biases, normalisation scales and offsets) and names ending in ".bias".
+            excluded = [v for v in variables if config.exclude_bias_norm_from_decay
+                        and (len(v.shape) <= 1 or v.path.endswith("bias"))]
+            excluded_ids = {id(v) for v in excluded}
+            # Variables given the L2 gradient term (weight_decay_mode="l2"), else none.
+            self.l2_variables = ([v for v in variables if id(v) not in excluded_ids]
+                                 if config.weight_decay_mode == "l2" and config.weight_decay
+                                 else [])
+            if config.weight_decay_mode == "decoupled":
+                optimizer = keras.optimizers.AdamW(learning_rate=self.schedule,
+                                                   weight_decay=config.weight_decay)
+                if excluded:  # must precede build()
+                    optimizer.exclude_from_weight_decay(var_list=excluded)
+            else:
+                # torch.optim.Adam(weight_decay=wd) adds wd * w to the gradient before the
+                # moment estimates (coupled L2, normalised by Adam like any gradient); the same
+                # gradient comes from adding 0.5 * wd * ||w||^2 to the loss (_replica_step).
+                optimizer = keras.optimizers.Adam(learning_rate=self.schedule)
             if config.mixed_precision:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             self.optimizer = optimizer
@@ -199,7 +223,14 @@ class Trainer:
                                    use_reg=c.use_reg, scoring=c.scoring, mode=c.mode)
             per_image = terms["loss"]  # (b,) eq. (5) before the 1/N
             loss = tf.reduce_sum(tf.cast(per_image, tf.float32)) / gb
-            scaled = self.optimizer.scale_loss(loss)
+            objective = loss
+            if self.l2_variables:
+                # Replicas' gradients are summed: each adds 1/replicas of the L2 term.
+                replicas = self.strategy.num_replicas_in_sync
+                objective = loss + (0.5 * self.config.weight_decay / replicas) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32)))
+                     for v in self.l2_variables])
+            scaled = self.optimizer.scale_loss(objective)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
         out = {"loss": loss}
@@ -302,8 +333,7 @@ def train(config: TrainConfig, flags_text: str | None = None, progress: bool = T
 
     if not config.model_dir:
         raise ValueError("model_dir is required")
-    if not config.data.data_dir:
-        raise ValueError("data_dir is required")
+    data_lib.require_dataset(config.data.data_dir, [config.data.train_split])
     label_space = LabelSpace.load(config.data.data_dir)
     if config.model.dim != label_space.dim:
         log(f"model dim set to the label vectors' d = {label_space.dim}")
@@ -401,6 +431,9 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     val_source = _validation_source(config)
     if val_source is None:
         log("no validation split (no 'val' shards, val_fraction = 0): skipping per-epoch eval")
+    # The Figure-3 grid's images: read once, a tiny forward pass per epoch (chief only).
+    fig3 = (figure3_images(config, val_source, label_space.num_labels)
+            if chief and val_source is not None else None)
 
     last = {}
     val_metrics = None
@@ -447,14 +480,19 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
         manager.save(checkpoint_number=step)
         writer.flush()
         if val_source is not None:
-            val_metrics = validate(trainer.model, config, label_space, val_source)
+            val_result = validation_result(trainer.model, config, label_space, val_source)
+            val_metrics = validation_scalars(val_result, config.eval_ks)
             with val_writer.as_default(step=step):
                 for key, value in val_metrics.items():
                     tf.summary.scalar(key, value)
+                if chief:
+                    grid = (figure3_grid(trainer.model, fig3[0], fig3[2], label_space,
+                                         config.scoring) if fig3 is not None else None)
+                    write_validation_pictures(val_result, label_space, grid)
             val_writer.flush()
             if chief:
                 log(f"epoch {epoch + 1} validation: " +
-                    ", ".join(f"{k} {v:.2f}" for k, v in val_metrics.items()))
+                    ", ".join(f"{k} {v:.3g}" for k, v in val_metrics.items()))
 
     if chief:
         save_final_model(trainer.model, model_dir)
@@ -502,8 +540,9 @@ def _validation_source(config: TrainConfig):
     return None
 
 
-def validate(model, config: TrainConfig, label_space, source) -> dict[str, float]:
-    """ZSL/GZSL mAP and F1@K on the validation images (never the test split)."""
+def validation_result(model, config: TrainConfig, label_space, source) -> dict:
+    """`sdl_tf.evaluation.predict_and_evaluate` on the validation images (never the test
+    split): ZSL/GZSL metrics with per-label AP, and the row usage at K = max(eval_ks)."""
     from sdl_tf.evaluation import predict_and_evaluate
 
     kind, split = source
@@ -512,12 +551,118 @@ def validate(model, config: TrainConfig, label_space, source) -> dict[str, float
         num_labels=label_space.num_labels, batch_size=config.eval_batch_size,
         max_images=config.max_eval_images, carve_from_train=(kind == "carve"),
     )
-    result = predict_and_evaluate(model, ds, label_space, ks=config.eval_ks,
-                                  scoring=config.scoring)
+    return predict_and_evaluate(model, ds, label_space, ks=config.eval_ks,
+                                scoring=config.scoring)
+
+
+def validation_scalars(result: dict, eval_ks) -> dict[str, float]:
+    """The per-epoch scalars of a `validation_result`: `zsl|gzsl/mAP`, `zsl|gzsl/F1@K`, and the
+    row usage (Figure 3 made measurable): `rows/share_<m>` (m = 1..M, as Figure 3 numbers the
+    rows), `rows/entropy` (nats), `rows/mean_image_entropy` and `rows/mean_cosine` (M > 1)."""
     out = {}
     for task in ("zsl", "gzsl"):
         r = result[task]
         out[f"{task}/mAP"] = float(r["mAP"])
-        for k in config.eval_ks:
+        for k in eval_ks:
             out[f"{task}/F1@{k}"] = float(r[f"F1@{k}"])
+    usage = result.get("row_usage")
+    if usage and usage["num_images"]:
+        for m, share in enumerate(usage["share"]):
+            out[f"rows/share_{m + 1}"] = share
+        out["rows/entropy"] = usage["entropy"]
+        out["rows/mean_image_entropy"] = usage["mean_image_entropy"]
+        if usage["mean_cosine"] is not None:
+            out["rows/mean_cosine"] = usage["mean_cosine"]
     return out
+
+
+def validate(model, config: TrainConfig, label_space, source) -> dict[str, float]:
+    """ZSL/GZSL mAP and F1@K and the row-usage scalars on the validation images."""
+    return validation_scalars(validation_result(model, config, label_space, source),
+                              config.eval_ks)
+
+
+# Figure 3 (section 4.5) shows the top-10 tags of each image; 8 images keep the extra forward
+# pass and the PNG small.
+FIGURE3_IMAGES = 8
+FIGURE3_TOP_K = 10
+
+
+def figure3_images(config: TrainConfig, source, num_labels: int,
+                   num_images: int = FIGURE3_IMAGES):
+    """The first `num_images` validation images, read once per run for the per-epoch grid.
+
+    Returns:
+        (images uint8 (n, H, W, 3), labels float32 (n, C) multi-hot, ids: list of n str).
+    """
+    kind, split = source
+    ds = data_lib.eval_dataset(
+        config.data, split or config.data.train_split, image_size=config.model.image_size,
+        num_labels=num_labels, batch_size=num_images, max_images=num_images,
+        carve_from_train=(kind == "carve"), with_ids=True,
+    )
+    for images, labels, ids in ds.take(1):
+        return images.numpy(), labels.numpy(), [i.decode("utf-8", "replace") for i in
+                                                ids.numpy()]
+    raise ValueError("the validation split yielded no images")
+
+
+def figure3_grid(model, images, ids, label_space, scoring: str = "max",
+                 top_k: int = FIGURE3_TOP_K, thumb: int = 128) -> np.ndarray:
+    """The Figure-3 grid of a few images: each image's top-K tags (all labels, GZSL ranking),
+    each coloured by and prefixed with the row of A that wins it (arg-max of eq. 1); `*` marks
+    unseen labels.
+
+    Args:
+        model: the SDL model (uint8 (n, H, W, 3) -> (n, M, d)).
+        images: uint8 (n, H, W, 3); ids: n captions.
+        label_space: the run's `LabelSpace`.
+
+    Returns:
+        uint8 (height, width, 3) RGB grid (`sdl_tf.report.grid_image`).
+    """
+    from sdl_tf import report
+    from sdl_tf.evaluation import _predict_fn, winning_rows
+    from sdl_tf.metrics import numpy_scores
+
+    matrices = _predict_fn(model)(tf.constant(images)).numpy().astype(np.float32)  # (n, M, d)
+    scores = numpy_scores(matrices, label_space.vectors, scoring)  # (n, C), eq. (1)
+    rows = winning_rows(matrices, label_space.vectors, scoring)  # (n, C); n is small
+    no_extra = np.zeros(label_space.num_labels, bool)
+    items = [report.TaggedImage(image_id, "", report.top_tags(
+        scores[i], rows[i], label_space.names, label_space.unseen, no_extra, top_k))
+        for i, image_id in enumerate(ids)]
+    return report.grid_image(items, thumb=thumb, columns=4, images=list(images))
+
+
+def per_label_ap_table(result: dict, label_space, max_rows: int = 200) -> str:
+    """Markdown table of the validation AP of each label (percent), best GZSL AP first; seen
+    and unseen marked. With more than `max_rows` labels, the best and worst halves are shown."""
+    # per_label_ap is in [0, 1]; percent like the mAP scalars.
+    zsl = 100.0 * np.asarray(result["zsl"]["per_label_ap"], np.float64)
+    gzsl = 100.0 * np.asarray(result["gzsl"]["per_label_ap"], np.float64)
+    order = np.argsort(-np.nan_to_num(gzsl, nan=-1.0), kind="stable")
+    fmt = lambda v: "-" if np.isnan(v) else f"{v:.1f}"  # noqa: E731
+    lines = ["| label | set | GZSL AP | ZSL AP |", "|---|---|---|---|"]
+    shown = order if len(order) <= max_rows else np.concatenate(
+        [order[: max_rows // 2], order[-(max_rows // 2):]])
+    for n, c in enumerate(shown):
+        if len(order) > max_rows and n == max_rows // 2:
+            lines.append(f"| ... {len(order) - max_rows} labels ... | | | |")
+        lines.append(f"| {label_space.names[c]} | {'unseen' if label_space.unseen[c] else 'seen'}"
+                     f" | {fmt(gzsl[c])} | {fmt(zsl[c])} |")
+    return "\n".join(lines)
+
+
+def write_validation_pictures(result: dict, label_space, grid: np.ndarray | None) -> None:
+    """Writes to the default summary writer: the per-label AP histograms in percent
+    (`per_label_ap/gzsl`, `per_label_ap/zsl_unseen`), the per-label AP table (`per_label_ap`,
+    text) and the Figure-3 grid image (`figure3_grid`) if given."""
+    for task, name in (("gzsl", "per_label_ap/gzsl"), ("zsl", "per_label_ap/zsl_unseen")):
+        ap = 100.0 * np.asarray(result[task]["per_label_ap"], np.float64)  # percent
+        ap = ap[np.isfinite(ap)]  # labels without a positive have no AP
+        if ap.size:
+            tf.summary.histogram(name, ap)
+    tf.summary.text("per_label_ap", per_label_ap_table(result, label_space))
+    if grid is not None:
+        tf.summary.image("figure3_grid", grid[None], max_outputs=1)

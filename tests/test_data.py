@@ -21,7 +21,8 @@ def demo_dir(tmp_path_factory):
 
 def _train(demo_dir, **kw):
     space = LabelSpace.load(demo_dir)
-    data_keys = ("augment", "cutout", "shuffle_buffer", "val_fraction", "val_split")
+    data_keys = ("augment", "cutout", "shuffle_buffer", "val_fraction", "val_split",
+                 "augment_mode", "rand_augment", "rand_augment_factor")
     cfg_kw = {k: kw.pop(k) for k in data_keys if k in kw}
     args = dict(image_size=32, seen_indices=space.seen_indices, num_labels=space.num_labels,
                 batch_size=8, epoch=0, seed=0, num_batches=4)
@@ -131,3 +132,81 @@ def test_count_examples(demo_dir, tmp_path):
     shutil.copy(os.path.join(demo_dir, "test-00000-of-00001.tfrecord"), tmp_path)
     assert data_lib.count_examples(str(tmp_path), "test") == 32
     assert data_lib.has_split(demo_dir, "val") and not data_lib.has_split(demo_dir, "nope")
+
+
+def test_resize_mode_is_the_whole_image_plus_cutout(demo_dir):
+    plain = _batches(_train(demo_dir, augment=False, shuffle_buffer=1))
+    resized = _batches(_train(demo_dir, augment=True, augment_mode="resize", cutout=0.0,
+                              shuffle_buffer=1))
+    # No crop, flip or colour change: exactly the evaluation decode.
+    for (xp, yp), (xr, yr) in zip(plain, resized, strict=True):
+        np.testing.assert_array_equal(xp, xr)
+        np.testing.assert_array_equal(yp, yr)
+    cut = _batches(_train(demo_dir, augment=True, augment_mode="resize", cutout=0.25,
+                          shuffle_buffer=1))
+    changed = (cut[0][0] != plain[0][0]).any(axis=-1)  # (8, 32, 32) pixels touched
+    for mask in changed:  # at most one 8 x 8 square per image, nothing else
+        rows, cols = np.nonzero(mask)
+        if rows.size:
+            assert rows.max() - rows.min() < 8 and cols.max() - cols.min() < 8
+
+
+def test_rand_augment_runs_in_tf_data_deterministically(demo_dir):
+    import keras
+
+    kw = dict(augment=True, augment_mode="resize", cutout=0.0, rand_augment=True,
+              rand_augment_factor=0.5, epoch=1)
+    a = _batches(_train(demo_dir, **kw))
+    plain = _batches(_train(demo_dir, **{**kw, "rand_augment": False}))
+    changed = []
+    for (xa, ya), (xp, yp) in zip(a, plain, strict=True):
+        assert xa.dtype == np.uint8 and xa.shape == (8, 32, 32, 3)
+        np.testing.assert_array_equal(ya, yp)  # labels untouched
+        changed += [not np.array_equal(xa[i], xp[i]) for i in range(8)]
+    assert sum(changed) >= 16  # most of the 32 images (an op can be near-identity)
+    # Per-example stateless seeds: the same stream in a rebuilt pipeline after a resume skip,
+    # and under a mixed-precision policy (the layer computes in float32 regardless).
+    rest = _batches(_train(demo_dir, skip_batches=2, **kw))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = _batches(_train(demo_dir, **kw))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    for (xa, _), (xm, _) in zip(a, mixed, strict=True):
+        np.testing.assert_array_equal(xa, xm)
+    for (xa, _), (xr, _) in zip(a[2:], rest, strict=True):
+        np.testing.assert_array_equal(xa, xr)
+    other = _batches(_train(demo_dir, **{**kw, "epoch": 2}))
+    assert not np.array_equal(a[0][0], other[0][0])
+
+
+def test_rand_augment_function_on_one_image():
+    cfg = DataConfig(rand_augment=True, rand_augment_factor=1.0)
+    layer = data_lib._rand_augment_layer(cfg)
+    image = tf.constant(np.random.default_rng(0).integers(0, 256, (24, 24, 3)), tf.uint8)
+    outs = [data_lib._rand_augment(image, tf.constant([s, 0], tf.int32), layer).numpy()
+            for s in (1, 1, 2, 3, 4)]
+    for out in outs:
+        assert out.dtype == np.uint8 and out.shape == (24, 24, 3)
+    np.testing.assert_array_equal(outs[0], outs[1])  # same seed, same image
+    assert len({o.tobytes() for o in outs[1:]}) > 1  # other seeds, other ops
+
+
+def test_rand_augment_switch_equals_keras_rand_augment():
+    import keras
+
+    layer = data_lib._rand_augment_layer(DataConfig(rand_augment=True))
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 1, 24, 24, 3)),
+                         tf.float32)
+    ops = set()
+    for s in range(30):
+        object.__setattr__(layer, "_sdl_seeds", data_lib._example_seeds(tf.constant([s, 7])))
+        transformation = layer.get_random_transformation(images[s % 4], training=True)
+        object.__setattr__(layer, "_sdl_seeds", None)
+        ops |= set(transformation["layer_idxes"].numpy().tolist())
+        # Only the drawn ops run (tf.switch_case) instead of all 11 + where: same pixels.
+        np.testing.assert_array_equal(
+            layer.transform_images(images[s % 4], transformation),
+            keras.layers.RandAugment.transform_images(layer, images[s % 4], transformation))
+    assert len(ops) >= 8  # most of the 11 candidate ops were exercised

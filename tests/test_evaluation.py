@@ -137,3 +137,122 @@ def test_label_space_mismatch_is_refused(model_dir, tmp_path):
     with pytest.raises(ValueError, match="label space"):
         evaluation.evaluate(EvalConfig(model_dir=model_dir, data_dir=str(tmp_path)),
                             progress=False)
+
+
+# ----------------------------------------------------------------------------- row usage
+
+
+def _usage(matrices, vectors, k, scoring="max"):
+    from sdl_tf.metrics import numpy_scores
+
+    usage = evaluation.RowUsage(vectors, k, scoring)
+    rows = usage.update(matrices, numpy_scores(matrices, vectors, scoring))
+    return usage.result(), rows
+
+
+def test_row_usage_one_row_wins_everything():
+    # Row 0 is the sum of all label vectors (scores 1); rows 1, 2 point away (scores -1, -2).
+    vectors = np.eye(4, dtype=np.float32)
+    a = np.stack([np.ones(4), -np.ones(4), -2 * np.ones(4)]).astype(np.float32)
+    result, rows = _usage(np.stack([a, a]), vectors, k=3)
+    assert rows.shape == (2, 3) and (rows == 0).all()
+    assert result["share"] == [1.0, 0.0, 0.0]
+    assert result["entropy"] == 0.0 and result["entropy_normalized"] == 0.0
+    assert result["mean_image_entropy"] == 0.0
+    assert result["num_rows"] == 3 and result["num_images"] == 2 and result["k"] == 3
+    # cos(1, -1) = -1, cos(1, -2) = -1, cos(-1, -2) = 1 -> mean -1/3.
+    assert result["mean_cosine"] == pytest.approx(-1 / 3)
+
+
+def test_row_usage_orthogonal_rows_split_the_tags():
+    # 4 labels, M = 2 orthogonal rows: row 0 wins labels 0, 1; row 1 wins labels 2, 3.
+    vectors = np.eye(4, dtype=np.float32)
+    a = np.array([[2, 1, 0, 0], [0, 0, 1.5, 0.5]], np.float32)
+    result, rows = _usage(a[None], vectors, k=4)
+    # Top-4 in score order: label 0 (2), 2 (1.5), 1 (1), 3 (0.5) -> rows 0, 1, 0, 1.
+    np.testing.assert_array_equal(rows, [[0, 1, 0, 1]])
+    assert result["share"] == [0.5, 0.5]
+    assert result["entropy"] == pytest.approx(np.log(2))
+    assert result["entropy_normalized"] == pytest.approx(1.0)
+    assert result["mean_image_entropy_normalized"] == pytest.approx(1.0)
+    assert result["mean_cosine"] == pytest.approx(0.0, abs=1e-7)
+    # Top-2 only: labels 0 and 2, one per row; top-1: label 0, row 0 only.
+    assert _usage(a[None], vectors, k=2)[0]["share"] == [0.5, 0.5]
+    assert _usage(a[None], vectors, k=1)[0]["share"] == [1.0, 0.0]
+
+
+def test_row_usage_identical_rows_and_aggregation():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(10, 8)).astype(np.float32)
+    row = rng.normal(size=8).astype(np.float32)
+    same = np.stack([row, 3 * row, row])[None]  # identical directions: cosine 1
+    result, rows = _usage(same, vectors, k=5)
+    assert result["mean_cosine"] == pytest.approx(1.0)
+    # Per-image entropy averages the images; the share entropy pools the tags first.
+    vectors = np.eye(4, dtype=np.float32)
+    img0 = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], np.float32)  # row 0 wins all 4
+    img1 = np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)  # row 1 wins all 4
+    result, _ = _usage(np.stack([img0, img1]), vectors, k=4)
+    assert result["share"] == [0.5, 0.5] and result["entropy"] == pytest.approx(np.log(2))
+    assert result["mean_image_entropy"] == 0.0
+    # A zero row has no direction: cosine 0 with the other, not NaN.
+    assert result["mean_cosine"] == 0.0
+
+
+def test_row_usage_streams_like_one_batch():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(12, 6)).astype(np.float32)
+    matrices = rng.normal(size=(9, 3, 6)).astype(np.float32)
+    from sdl_tf.metrics import numpy_scores
+
+    whole, _ = _usage(matrices, vectors, k=5)
+    usage = evaluation.RowUsage(vectors, 5)
+    for lo in range(0, 9, 4):
+        usage.update(matrices[lo:lo + 4], numpy_scores(matrices[lo:lo + 4], vectors))
+    streamed = usage.result()
+    for key in ("share", "entropy", "mean_image_entropy", "mean_cosine"):
+        np.testing.assert_allclose(streamed[key], whole[key], rtol=1e-6)
+    assert sum(whole["share"]) == pytest.approx(1.0)
+    # By hand: the arg-max row of every top-5 label of every image.
+    scores = numpy_scores(matrices, vectors)
+    counts = np.zeros(3)
+    for i in range(9):
+        for c in np.argsort(-scores[i], kind="stable")[:5]:
+            counts[np.argmax(matrices[i] @ vectors[c])] += 1
+    np.testing.assert_allclose(whole["share"], counts / counts.sum())
+
+
+def test_row_usage_single_row():
+    vectors = np.eye(3, dtype=np.float32)
+    result, rows = _usage(np.ones((2, 1, 3), np.float32), vectors, k=10)  # k capped at C = 3
+    assert result["k"] == 3 and (rows == 0).all()
+    assert result["share"] == [1.0] and result["entropy"] == 0.0
+    assert result["entropy_normalized"] is None and result["mean_cosine"] is None
+    table = "\n".join(evaluation.row_usage_table(result))
+    assert "| Share of tags (%) | 100.0 |" in table and "cosine between rows -" in table
+    json.dumps(result)  # JSON-able, no NaN
+
+
+def test_winning_rows_l2_picks_the_largest_magnitude():
+    a = np.array([[[1.0, 0.0], [-3.0, 0.0]]], np.float32)
+    vectors = np.array([[1.0, 0.0]], np.float32)
+    assert evaluation.winning_rows(a, vectors, "max")[0, 0] == 0  # 1 > -3
+    assert evaluation.winning_rows(a, vectors, "l2")[0, 0] == 1  # |-3| dominates ||A t||
+
+
+def test_evaluate_reports_row_usage(model_dir, tmp_path):
+    summary = evaluation.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path),
+                                             batch_size=10), progress=False)
+    usage = summary["row_usage"]
+    assert usage["k"] == 5 and usage["num_rows"] == 2 and usage["num_images"] == 32
+    assert len(usage["share"]) == 2 and sum(usage["share"]) == pytest.approx(1.0)
+    assert 0.0 <= usage["entropy_normalized"] <= 1.0 + 1e-9
+    assert -1.0 <= usage["mean_cosine"] <= 1.0
+    with open(tmp_path / "test_metrics.json") as f:
+        assert json.load(f)["row_usage"]["share"] == pytest.approx(usage["share"])
+    md = (tmp_path / "test_metrics.md").read_text()
+    assert "Row usage" in md and "| Row | 1 | 2 |" in md
+    random = evaluation.evaluate(EvalConfig(baseline="random", data_dir=summary["data_dir"],
+                                            output_dir=str(tmp_path / "r"), ks=(3,)),
+                                 progress=False)
+    assert "row_usage" not in random

@@ -56,8 +56,10 @@ def _scalars(logdir):
     acc = event_accumulator.EventAccumulator(logdir, size_guidance={"tensors": 0})
     acc.Reload()
     # TF2 tf.summary.scalar writes tensor events.
+    # Only scalars: histograms, images and text are tensor events too.
     return acc, {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
-                 for tag in acc.Tags()["tensors"] if tag != "flags"}
+                 for tag in acc.Tags()["tensors"]
+                 if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
 
 
 def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
@@ -211,3 +213,107 @@ def test_mixed_precision_run(demo_dir, tmp_path):
     model, _ = load_model_dir(str(tmp_path / "mp"))
     assert model.get_layer("tiny").get_layer("conv0").compute_dtype == "float16"
     assert model.output.dtype == "float32"
+
+
+def test_validation_logs_row_usage_figure3_grid_and_per_label_ap(demo_dir, tmp_path):
+    from sdl_tf.label_space import LabelSpace
+
+    model_dir = tmp_path / "diag"
+    cfg = _config(demo_dir, model_dir, epochs=1, steps_per_epoch=2, log_every_steps=1,
+                  model=ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3,
+                                    dim=16))
+    result = training.train(cfg, progress=False)
+    logdir = str(model_dir / "logs" / "val")
+    acc, val = _scalars(logdir)
+    shares = [val[f"rows/share_{m}"][2] for m in (1, 2, 3)]  # M = 3 rows, step 2
+    assert "rows/share_4" not in val
+    assert sum(shares) == pytest.approx(1.0, abs=1e-5) and all(0 <= x <= 1 for x in shares)
+    assert 0.0 <= val["rows/entropy"][2] <= np.log(3) + 1e-6
+    assert 0.0 <= val["rows/mean_image_entropy"][2] <= val["rows/entropy"][2] + 1e-6
+    assert -1.0 <= val["rows/mean_cosine"][2] <= 1.0
+    assert result["val"]["rows/entropy"] == pytest.approx(val["rows/entropy"][2])
+
+    # The raw event files hold the Figure-3 grid (a PNG), the AP histograms and the AP table.
+    events = {}
+    for name in os.listdir(logdir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(logdir, name)):
+            for value in event.summary.value:
+                events[value.tag] = value
+    grid = events["figure3_grid"]
+    assert grid.metadata.plugin_data.plugin_name == "images"
+    width, height, png = tf.make_ndarray(grid.tensor)  # image summaries: [w, h, png...]
+    image = tf.io.decode_png(png).numpy()
+    assert image.shape == (int(height), int(width), 3)
+    assert image.shape[1] >= 4 * 128  # 8 validation images, 4 per grid row
+    assert image.std() > 0
+    for tag in ("per_label_ap/gzsl", "per_label_ap/zsl_unseen"):
+        assert events[tag].metadata.plugin_data.plugin_name == "histograms"
+    table = tf.make_ndarray(events["per_label_ap"].tensor).item().decode()
+    space = LabelSpace.load(demo_dir)
+    assert table.count("| unseen |") == int(space.unseen.sum())
+    assert table.count("| seen |") == space.num_labels - int(space.unseen.sum())
+
+
+def test_figure3_grid_of_a_few_validation_images(demo_dir):
+    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.model import build_model
+
+    space = LabelSpace.load(demo_dir)
+    cfg = _config(demo_dir, "unused", model=ModelConfig(backbone="tiny", weights="none",
+                                                        image_size=32, num_rows=2, dim=16))
+    images, labels, ids = training.figure3_images(cfg, ("split", "val"), space.num_labels, 3)
+    assert images.shape == (3, 32, 32, 3) and labels.shape == (3, space.num_labels)
+    assert len(ids) == 3
+    model = build_model(cfg.model)
+    grid = training.figure3_grid(model, images, ids, space, top_k=4, thumb=64)
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[1] == 3 * (64 + 12)
+
+
+def _one_step(tmp_path, **kw):
+    """Weights before and after one train step of a fresh, seeded Trainer (no dropout)."""
+    cfg = TrainConfig(model_dir=str(tmp_path), batch_size=8, learning_rate=1e-2,
+                      model=ModelConfig(backbone="tiny", weights="none", image_size=32,
+                                        num_rows=2, dim=16, dropout=0.0), **kw)
+    trainer = training.Trainer(cfg, np.eye(6, 16, dtype=np.float32),
+                               tf.distribute.get_strategy(), total_steps=10)
+    before = {v.path: v.numpy().copy() for v in trainer.model.trainable_variables}
+    lr = trainer.learning_rate()
+    trainer.train_step(_fixed_batch(6))
+    return before, {v.path: v.numpy() for v in trainer.model.trainable_variables}, lr
+
+
+def test_decoupled_weight_decay_excludes_bias_and_norm_variables(tmp_path):
+    wd = 0.5
+    v0, all_decayed, lr = _one_step(tmp_path, weight_decay=wd)
+    _, excluded, _ = _one_step(tmp_path, weight_decay=wd, exclude_bias_norm_from_decay=True)
+    one_d = [p for p in v0 if v0[p].ndim == 1]
+    assert {p.split("/")[1] for p in one_d} == {"gamma", "beta"}  # the GroupNorm parameters
+    for path, value in v0.items():
+        if value.ndim == 1:
+            # AdamW: w <- w - lr * wd * w - adam_step; the same adam_step in both runs.
+            np.testing.assert_allclose(excluded[path] - all_decayed[path], lr * wd * value,
+                                       rtol=1e-3, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(excluded[path], all_decayed[path])
+    gamma = next(p for p in one_d if p.endswith("gamma"))
+    assert not np.array_equal(excluded[gamma], all_decayed[gamma])
+
+
+def test_l2_weight_decay_is_a_gradient_term_skipping_bias_and_norm(tmp_path):
+    wd = 1e3  # the L2 gradient wd * w dwarfs the loss gradient
+    v0, plain, lr = _one_step(tmp_path, weight_decay=0.0, weight_decay_mode="l2")
+    _, l2, _ = _one_step(tmp_path, weight_decay=wd, weight_decay_mode="l2",
+                         exclude_bias_norm_from_decay=True)
+    _, l2_all, _ = _one_step(tmp_path, weight_decay=wd, weight_decay_mode="l2")
+    for path, value in v0.items():
+        if value.ndim == 1:
+            # Excluded: the same gradient, so Adam takes the same step as without decay.
+            np.testing.assert_array_equal(l2[path], plain[path])
+        else:
+            # Adam's first step is ~lr * sign(gradient) = -lr * sign(w): coupled L2, not the
+            # decoupled lr * wd * w (which would be 10 * w here).
+            big = np.abs(value) > 1e-3
+            np.testing.assert_allclose((l2[path] - value)[big], -lr * np.sign(value[big]),
+                                       rtol=1e-2)
+    gamma = next(p for p in v0 if p.endswith("gamma"))
+    np.testing.assert_allclose(l2_all[gamma] - v0[gamma], -lr, rtol=1e-2)  # gamma = 1 decays
