@@ -1,13 +1,23 @@
 r"""A synthetic, deterministic zero-shot multi-label data set small enough for 2 CPU cores.
 
-Each RGB image (default 64x64) shows 1-3 objects on a noisy grey background. An object is a
-colour x shape combination and its label is named by the combination ("red circle"). A few
-combinations (one per colour and one per shape, a Latin-square diagonal) are held out as unseen
-labels, so every colour word and every shape word still occurs in some seen label:
+Each RGB image (default 64x64) shows 1-8 objects (uniform count) on a noisy grey background:
+1-3 large objects placed freely, 4-8 smaller ones on a jittered 3x3 grid. An object is a
+colour x shape combination and its label is named by the combination ("red circle"). Images
+with 7-8 objects have more than 6 labels: the "diverse" subset of paper Table 4.
+
+Attribute swaps: in `swap_fraction` of the images with two or more objects, two of the objects
+swap attributes ("red circle" + "blue square") while the swapped combinations ("red square",
+"blue circle") are absent. The positives' label vectors then sum to (almost exactly) the
+negatives' sum, so no single direction (M = 1, Fast0Tag) can rank both positives above both
+negatives, while M >= 2 directions can (paper section 3.1, eq. 1 and Figure 1).
+
+Unseen labels: a 2x2 block (red, green) x (circle, square) plus blue triangle, so swaps among
+unseen labels exist in ZSL too; every colour and shape word still occurs in seen labels:
 
   train       only seen combinations
   val, test   at least one unseen combination per image (others drawn from all labels), so
-              ZSL evaluates the unseen labels and GZSL all of them
+              ZSL evaluates the unseen labels and GZSL all of them; half of the test swaps are
+              the unseen block's (red circle + green square, or red square + green circle)
 
 Attribute word vectors (random Gaussian, seeded) are written as a word2vec *text* file
 (`attribute_vectors.txt`) and the label space is built from it through the same gensim path as
@@ -50,10 +60,17 @@ VECTORS_FILE = "attribute_vectors.txt"
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Options of the demo set (defaults train in about two minutes on 2 CPU cores)."""
+    """Options of the demo set (`configs/demo.flags` trains on it in ~330 CPU-seconds).
+
+    Attributes (beyond the obvious): max_objects: objects per image are uniform in
+    [1, max_objects]; swap_fraction: probability that an image with >= 2 objects holds an
+    attribute-swapped pair (module docstring).
+    """
 
     output_dir: str
     seed: int = 0
+    max_objects: int = 8
+    swap_fraction: float = 0.5
     num_train: int = 3000
     num_val: int = 300
     num_test: int = 600
@@ -71,10 +88,27 @@ def label_names() -> list[str]:
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
+UNSEEN_NAMES = ("red circle", "red square", "green circle", "green square", "blue triangle")
+
+
 def unseen_flags() -> list[bool]:
-    """Holds out colour i x shape i: one unseen label per colour and per shape, so each word
-    appears in len(SHAPES) - 1 (or len(COLOURS) - 1) seen labels."""
-    return [ci == si for ci in range(len(COLOURS)) for si in range(len(SHAPES))]
+    """Holds out the (red, green) x (circle, square) block and blue triangle: 5 of 25 labels.
+
+    The block makes attribute swaps between unseen labels possible (red circle + green square
+    vs red square + green circle); every word still appears in at least 3 seen labels.
+    """
+    return [name in UNSEEN_NAMES for name in label_names()]
+
+
+def _split_name(label: int) -> tuple[int, int]:
+    """(colour index, shape index) of a label index (colour-major order)."""
+    return divmod(label, len(SHAPES))
+
+
+def swapped(a: int, b: int) -> tuple[int, int]:
+    """The two labels with the attributes of `a` and `b` swapped: (colour a x shape b, ...)."""
+    (ca, sa), (cb, sb) = _split_name(a), _split_name(b)
+    return ca * len(SHAPES) + sb, cb * len(SHAPES) + sa
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill) -> None:
@@ -104,6 +138,28 @@ def _overlap(a, b) -> float:
     return ix * iy / smaller
 
 
+def _boxes(rng: np.random.Generator, count: int, size: int) -> list[tuple]:
+    """Object boxes: 1-3 large ones placed freely (little overlap), more on a 3x3 grid."""
+    boxes = []
+    if count > 3:
+        cell = size / 3
+        for c in rng.choice(9, size=count, replace=False):
+            side = rng.uniform(0.72, 0.95) * cell
+            x0, y0 = (c % 3) * cell + rng.uniform(0, cell - side), (c // 3) * cell + rng.uniform(
+                0, cell - side)
+            boxes.append((x0, y0, x0 + side, y0 + side))
+        return boxes
+    for _ in range(count):
+        for _ in range(30):  # rejection-sample a placement that keeps each object visible
+            side = rng.uniform(0.28, 0.42) * size
+            x0, y0 = rng.uniform(0, size - side, size=2)
+            box = (x0, y0, x0 + side, y0 + side)
+            if all(_overlap(box, b) < 0.15 for b in boxes):
+                break
+        boxes.append(box)
+    return boxes
+
+
 def render_image(rng: np.random.Generator, labels: list[int], size: int) -> Image.Image:
     """Draws the objects `labels` (indices into label_names()) on a noisy background."""
     names = label_names()
@@ -112,32 +168,50 @@ def render_image(rng: np.random.Generator, labels: list[int], size: int) -> Imag
     background = grey + tint + rng.normal(0, 8, size=(size, size, 3))
     img = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
-    boxes = []
-    for label in labels:
+    for label, box in zip(labels, _boxes(rng, len(labels), size), strict=True):
         colour, shape = names[label].split(" ")
-        for _ in range(30):  # rejection-sample a placement that keeps each object visible
-            side = rng.uniform(0.28, 0.42) * size
-            x0, y0 = rng.uniform(0, size - side, size=2)
-            box = (x0, y0, x0 + side, y0 + side)
-            if all(_overlap(box, b) < 0.15 for b in boxes):
-                break
-        boxes.append(box)
         fill = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + rng.normal(0, 12, 3),
                                              0, 255))
         _draw_shape(draw, shape, box, fill)
     return img
 
 
-def sample_labels(rng: np.random.Generator, split: str) -> list[int]:
-    """1-3 distinct labels; train: seen only; val/test: the first one unseen."""
+def _swap_pair(rng: np.random.Generator, pool, labels: list[int]) -> tuple[int, int] | None:
+    """Two labels of `pool` with different colours and shapes whose swapped combinations are
+    not in `labels` (None if there is none)."""
+    pairs = [(a, b) for a in pool for b in pool if a < b
+             and all(x != y for x, y in zip(_split_name(a), _split_name(b), strict=True))
+             and not {a, b, *swapped(a, b)} & set(labels)]
+    return pairs[int(rng.integers(len(pairs)))] if pairs else None
+
+
+def sample_labels(rng: np.random.Generator, split: str, max_objects: int = 8,
+                  swap_fraction: float = 0.5) -> list[int]:
+    """1..max_objects distinct labels; train: seen only; val/test: at least one unseen.
+
+    With probability `swap_fraction` (and >= 2 objects) the image holds an attribute-swapped
+    pair whose swapped combinations are kept out of the image (they are the confusable
+    negatives); on val/test half of those pairs come from the unseen 2x2 block.
+    """
     unseen = np.array(unseen_flags())
     seen_idx, unseen_idx = np.flatnonzero(~unseen), np.flatnonzero(unseen)
-    count = int(rng.integers(1, 4))
-    if split == "train":
-        return [int(v) for v in rng.choice(seen_idx, size=count, replace=False)]
-    first = int(rng.choice(unseen_idx))
-    rest = [i for i in range(len(unseen)) if i != first]
-    return [first] + [int(v) for v in rng.choice(rest, size=count - 1, replace=False)]
+    count = int(rng.integers(1, max_objects + 1))
+    pool = seen_idx if split == "train" else np.arange(len(unseen))
+    labels: list[int] = []
+    banned: set[int] = set()  # the swapped pair's confusable negatives
+    if count >= 2 and rng.random() < swap_fraction:
+        block = [label_names().index(n) for n in UNSEEN_NAMES[:4]]
+        use_block = split != "train" and rng.random() < 0.5
+        pair = _swap_pair(rng, block if use_block else pool, labels)
+        if pair is not None:
+            labels += pair
+            banned = set(swapped(*pair))
+    if split != "train" and not set(labels) & set(unseen_idx.tolist()):
+        labels.insert(0, int(rng.choice([i for i in unseen_idx if i not in banned])))
+    rest = [int(i) for i in pool if int(i) not in set(labels) | banned]
+    extra = max(count - len(labels), 0)
+    labels += [int(v) for v in rng.choice(rest, size=extra, replace=False)]
+    return [int(v) for v in labels]
 
 
 def write_attribute_vectors(path: str, dim: int, rng: np.random.Generator) -> None:
@@ -178,7 +252,7 @@ def prepare(config: DemoConfig) -> dict:
             rng = np.random.default_rng(seq)
             records = []
             for i in range(count):
-                labels = sample_labels(rng, split)
+                labels = sample_labels(rng, split, config.max_objects, config.swap_fraction)
                 path = os.path.join(tmp, f"{split}_{i:05d}.jpg")
                 render_image(rng, labels, config.image_size).save(path, "JPEG", quality=90)
                 records.append(common.ImageRecord(f"{split}_{i:05d}", path, tuple(sorted(labels))))
@@ -242,7 +316,7 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
+    from sdl_tf import cli
 
     _define_flags()
-    app.run(main)
+    cli.run(main)

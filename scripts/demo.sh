@@ -2,7 +2,9 @@
 # End-to-end demo (the README's first command, via `make demo`): synthetic zero-shot data ->
 # train SDL and the Fast0Tag baseline with the same budget -> evaluate both and a random-score
 # baseline -> export SDL for TF Serving -> tag a few demo images (grid PNG + HTML).
-# Expected: about 6-8 minutes on 2 CPU cores. Rerunning reuses finished steps.
+# One seed; scripts/demo_compare.sh adds the M-direction l2 baseline (paper section 4.1) and
+# repeats the comparison over 3 seeds (mean ± std). Expected: about 8 minutes on 2 CPU cores
+# (two trainings of about 3.5 minutes). Rerunning reuses finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

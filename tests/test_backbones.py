@@ -11,7 +11,8 @@ from sdl_tf.model import build_model, load_model
 
 
 def test_registry_names():
-    assert {"resnet50", "resnet101", "mobilenet_v3_small", "efficientnet_b0", "tiny"} <= set(
+    assert {"resnet50", "resnet101", "mobilenet_v3_small", "efficientnet_b0", "tiny",
+            "small_cnn"} <= set(
         backbones.BACKBONES
     )
     with pytest.raises(backbones.BackboneError, match="unknown backbone 'vgg'.*resnet50"):
@@ -37,6 +38,23 @@ def test_tiny_backbone_feature_map():
     assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 2, 2, 128)
     with pytest.raises(backbones.BackboneError, match="no ImageNet weights"):
         backbones.build_backbone("tiny", (32, 32, 3), "imagenet")
+
+
+def test_small_cnn_backbone():
+    """The demo backbone: 8 convs (4 of them stride 2), BatchNorm, ~1.2M parameters."""
+    model, mode = backbones.build_backbone("small_cnn", (64, 64, 3), "none")
+    assert mode == "unit"
+    assert model(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 4, 4, 256)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 8 and sorted({c.strides[0] for c in convs}) == [1, 2]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 8
+    assert 1.0e6 < model.count_params() < 1.5e6
+    with pytest.raises(backbones.BackboneError, match="no ImageNet weights"):
+        backbones.build_backbone("small_cnn", (64, 64, 3), "imagenet")
+    # In the full model it trains like any backbone (BatchNorm in training mode).
+    sdl = build_model(ModelConfig(backbone="small_cnn", weights="none", image_size=32,
+                                  num_rows=2, dim=8))
+    assert sdl(np.zeros((3, 32, 32, 3), np.uint8), training=True).shape == (3, 2, 8)
 
 
 def test_imagenet_offline_gives_clear_error(monkeypatch):

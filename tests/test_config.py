@@ -96,7 +96,11 @@ def test_demo_flagfiles(monkeypatch):
     monkeypatch.chdir(REPO)
     sdl = _parse("--flagfile=configs/demo.flags")
     fast0tag = _parse("--flagfile=configs/demo_fast0tag.flags")
-    assert sdl.model.backbone == fast0tag.model.backbone == "tiny"
+    l2 = _parse("--flagfile=configs/demo_l2.flags")
+    assert sdl.model.backbone == fast0tag.model.backbone == l2.model.backbone == "small_cnn"
+    # The l2 baseline of section 4.1: same M, l2 scoring, no SDW, no regulariser.
+    assert (l2.model.num_rows, l2.scoring, l2.use_sdw, l2.use_reg) == (
+        sdl.model.num_rows, "l2", False, False)
     assert sdl.model.num_rows > 1 and sdl.use_sdw and sdl.use_reg
     # Fast0Tag = M 1, no SDW, no regulariser; everything else (budget) identical.
     assert (fast0tag.model.num_rows, fast0tag.use_sdw, fast0tag.use_reg) == (1, False, False)
@@ -113,3 +117,57 @@ def test_command_line_overrides_flagfile(monkeypatch):
                  "--mixed_precision")
     assert cfg.epochs == 1 and cfg.strategy == "mirrored" and cfg.mixed_precision
     assert json.loads(json.dumps(cfg.to_dict()))["model"]["num_rows"] == 2
+
+
+def test_new_recipe_fields_round_trip_and_defaults(tmp_path):
+    # Defaults keep every existing config's behaviour: AdamW decaying every variable, no
+    # RandAugment.
+    d, t = DataConfig(), TrainConfig()
+    assert (d.rand_augment, d.augment_mode) == (False, "imagenet")
+    assert (t.weight_decay_mode, t.exclude_bias_norm_from_decay) == ("decoupled", False)
+    cfg = TrainConfig(model_dir="m", weight_decay_mode="l2", exclude_bias_norm_from_decay=True,
+                      data=DataConfig(data_dir="d", augment_mode="resize", rand_augment=True,
+                                      rand_augment_factor=0.3))
+    path = str(tmp_path / "config.json")
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        TrainConfig(weight_decay_mode="sgd")
+    with pytest.raises(ValueError, match="rand_augment_factor"):
+        DataConfig(rand_augment_factor=1.5)
+    with pytest.raises(ValueError, match="augment_mode"):
+        DataConfig(augment_mode="crop")
+
+
+def test_new_flags_reach_the_config():
+    cfg = _parse("--data_dir=d", "--model_dir=m", "--augment_mode=resize", "--rand_augment",
+                 "--rand_augment_factor=0.25", "--weight_decay_mode=l2",
+                 "--exclude_bias_norm_from_decay")
+    assert (cfg.data.augment_mode, cfg.data.rand_augment, cfg.data.rand_augment_factor) == (
+        "resize", True, 0.25)
+    assert (cfg.weight_decay_mode, cfg.exclude_bias_norm_from_decay) == ("l2", True)
+    default = _parse("--data_dir=d", "--model_dir=m")
+    assert default == TrainConfig(model_dir="m", data=DataConfig(data_dir="d"))
+
+
+def test_coco_authors_flagfile_follows_the_released_script(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = _parse("--flagfile=configs/coco_authors.flags")
+    # Alibaba-MIIL/ZS_SDL train.py (docs/recipes.md cites the lines).
+    assert (cfg.model.backbone, cfg.model.image_size, cfg.model.num_rows) == ("tresnet_m", 224, 2)
+    assert cfg.model.weights.endswith(".weights.h5")
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.warmup_fraction) == (
+        10, 32, 2.5e-5, 0.1)
+    assert (cfg.div_factor, cfg.final_div_factor) == (25.0, 1e4)
+    assert (cfg.weight_decay, cfg.weight_decay_mode, cfg.exclude_bias_norm_from_decay) == (
+        3e-4, "l2", True)
+    assert (cfg.loss_mode, cfg.reg_lambda, cfg.use_sdw, cfg.use_reg) == (
+        "official", 0.01, True, True)
+    assert (cfg.data.augment, cfg.data.augment_mode, cfg.data.cutout, cfg.data.rand_augment) == (
+        True, "resize", 0.5, True)
+    assert cfg.mixed_precision and cfg.eval_ks == (3,) and cfg.model.dropout == 0.0
+    # The paper's COCO recipe stays as it was.
+    paper = _parse("--flagfile=configs/coco.flags")
+    assert (paper.weight_decay_mode, paper.loss_mode, paper.data.rand_augment) == (
+        "decoupled", "paper", False)
+    assert paper.data.augment_mode == "imagenet" and not paper.exclude_bias_norm_from_decay

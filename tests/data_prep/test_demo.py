@@ -80,10 +80,43 @@ def test_seen_unseen_rules(demo_dir):
     assert seen_words == set(demo.COLOURS) | set(demo.SHAPES)
     unseen = set(space.unseen_indices.tolist())
     for _, labels in _examples(demo_dir, "train"):
-        assert 1 <= len(labels) <= 3 and not labels & unseen
+        assert 1 <= len(labels) <= 8 and not labels & unseen
     for split in ("val", "test"):
         for _, labels in _examples(demo_dir, split):
-            assert 1 <= len(labels) <= 3 and labels & unseen
+            assert 1 <= len(labels) <= 8 and labels & unseen
+    # The unseen 2x2 block: swaps among unseen labels exist (ZSL sees the confusion too).
+    assert demo.swapped(demo.label_names().index("red circle"),
+                        demo.label_names().index("green square")) == (
+        demo.label_names().index("red square"), demo.label_names().index("green circle"))
+    assert {"red square", "green circle"} <= set(space.unseen_names)
+
+
+def _swap_pairs(labels):
+    """Pairs of positives with different colour and shape whose swapped labels are negatives."""
+    return [(a, b) for a in labels for b in labels if a < b
+            and not set(demo.swapped(a, b)) & labels
+            and all(x != y for x, y in zip(divmod(a, 5), divmod(b, 5), strict=True))]
+
+
+def test_label_diversity_and_attribute_swaps():
+    """Many-object images (Table 4's "diverse" subset) and swapped pairs, in every split."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        samples = [set(demo.sample_labels(rng, split)) for _ in range(400)]
+        counts = np.bincount([len(s) for s in samples], minlength=9)
+        assert counts[0] == 0 and counts[1:].min() > 20  # 1..8 objects, roughly uniform
+        assert sum(len(s) > 6 for s in samples) > 50
+        assert sum(bool(_swap_pairs(s)) for s in samples) > 100
+    # On test, some swaps are entirely among unseen labels.
+    names = demo.label_names()
+    block = {names.index(n) for n in ("red circle", "green square", "red square", "green circle")}
+    assert any(set(p) <= block for s in samples for p in _swap_pairs(s))
+    # No single direction ranks a swapped pair above its swapped negatives: the label vectors'
+    # (unnormalised) means satisfy t_rc + t_gs = t_rs + t_gc, so any linear score sums equal.
+    words = {w: np.random.default_rng(len(w)).normal(size=8) for n in names for w in n.split()}
+    vec = {n: (words[n.split()[0]] + words[n.split()[1]]) / 2 for n in names}
+    np.testing.assert_allclose(vec["red circle"] + vec["green square"],
+                               vec["red square"] + vec["green circle"])
 
 
 def test_images_are_rgb_jpegs_of_the_configured_size(demo_dir):
