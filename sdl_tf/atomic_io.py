@@ -45,6 +45,31 @@ def atomic_write(path: str, write_fn: Callable, mode: str = "wb", encoding: str 
         raise
 
 
+def atomic_save(path: str, save_fn: Callable[[str], None], suffix: str = "") -> None:
+    """Calls `save_fn(tmp_path)` for a writer that takes a path, then renames it to `path`.
+
+    For savers that open the file themselves (`keras.Model.save`, `save_weights`), which also
+    insist on a file-name suffix (`.keras`, `.weights.h5`): the temporary name ends in `suffix`.
+
+    Args:
+      path: the target file; its directory must exist.
+      save_fn: writes the whole file at the path it is given.
+      suffix: file-name ending the saver requires.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+                               dir=directory)
+    os.close(fd)
+    try:
+        save_fn(tmp)
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def atomic_write_text(path: str, text: str) -> None:
     """Writes `text` (utf-8) to `path` atomically."""
     atomic_write(path, lambda f: f.write(text), mode="w")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 
@@ -298,25 +297,6 @@ def assign(model, state: dict[str, np.ndarray], source: str = "checkpoint") -> N
         variable.assign(to_keras(state[name]).astype(np.float32))
 
 
-def _atomic_save_weights(model, dst: str) -> None:
-    """`model.save_weights` to a temporary file beside `dst`, then rename (or remove it)."""
-    from sdl_tf.atomic_io import default_file_mode
-
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=KERAS_SUFFIX,
-                               dir=directory)
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def convert(src: str, dst: str, arch: str = "tresnet_m") -> list[str]:
     """Converts a TResNet checkpoint to a Keras `.weights.h5` file for `sdl_tf.tresnet`.
 
@@ -343,7 +323,10 @@ def convert(src: str, dst: str, arch: str = "tresnet_m") -> list[str]:
         raise ConversionError(f"unknown arch {arch!r}; choose one of {sorted(tresnet.ARCHS)}")
     model = tresnet.build_tresnet(arch, (224, 224, 3))
     assign(model, state, source=src)
-    _atomic_save_weights(model, dst)
+    from sdl_tf.atomic_io import atomic_save
+
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    atomic_save(dst, lambda tmp: model.save_weights(tmp, overwrite=True), suffix=KERAS_SUFFIX)
     return notes
 
 

@@ -306,9 +306,7 @@ def _flag_value(v):
 def save_final_model(model: keras.Model, model_dir: str) -> str:
     """Saves `final.keras` atomically (Keras wants the suffix, so the temp name keeps it)."""
     path = os.path.join(model_dir, model_lib.FINAL_MODEL_NAME)
-    tmp = os.path.join(model_dir, f".final.tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    atomic_io.atomic_save(path, model.save, suffix=".keras")
     return path
 
 

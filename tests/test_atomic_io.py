@@ -38,3 +38,27 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         atomic_io.atomic_write(str(path), write, mode="w")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["d.txt"]
+
+
+def test_atomic_save_for_path_writers_keeps_suffix_and_cleans_up(tmp_path):
+    path = tmp_path / "m.weights.h5"
+    seen = []
+
+    def save(tmp):
+        seen.append(tmp)
+        with open(tmp, "w") as f:
+            f.write("new")
+
+    atomic_io.atomic_save(str(path), save, suffix=".weights.h5")
+    assert path.read_text() == "new" and seen[0].endswith(".weights.h5")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+    def fail(tmp):
+        save(tmp)
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space"):
+        atomic_io.atomic_save(str(path), fail, suffix=".weights.h5")
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["m.weights.h5"]
