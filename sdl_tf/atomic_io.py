@@ -1,8 +1,10 @@
 """Atomic file writes: a reader never sees a half-written file.
 
-Every file the project writes (label space, configs, summaries, metrics, reports, indexes) goes
-through `atomic_write`: the content is written to a hidden temporary file in the target's
-directory (same filesystem, so the rename is atomic), given the permissions a plain `open()`
+Every file the project writes (label space, configs, summaries, metrics, reports, indexes, the
+final model, converted weights) goes through `atomic_write` (writers of a file object) or
+`atomic_save` (savers that take a path, such as Keras'): the content is written to a hidden
+temporary file in the target's directory (same filesystem, so the rename is atomic), given
+the permissions a plain `open()`
 would give (`tempfile.mkstemp` creates 0600 files, which a serving or web-server user could
 not read), then renamed over the target. On any failure the temporary file is removed.
 """
@@ -30,19 +32,14 @@ def atomic_write(path: str, write_fn: Callable, mode: str = "wb", encoding: str 
       mode: "wb" (binary) or "w" (text).
       encoding: text encoding when mode is "w" (default utf-8).
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    try:
-        with os.fdopen(fd, mode, encoding=encoding) as f:
+
+    def save(tmp: str) -> None:
+        with open(tmp, mode, encoding=encoding) as f:
             write_fn(f)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_save(path, save, suffix=".tmp")
 
 
 def atomic_save(path: str, save_fn: Callable[[str], None], suffix: str = "") -> None:
