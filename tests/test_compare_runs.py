@@ -1,18 +1,12 @@
 """Tests for scripts/compare_runs.py (the demo's comparison table)."""
 
-import importlib.util
 import json
-import os
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "compare_runs", os.path.join(REPO, "scripts", "compare_runs.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("compare_runs")
 
 
 def _run_json(path, method, zsl_map, gzsl_f1):

@@ -1,23 +1,17 @@
 """Tests for scripts/make_attribute_set.py (the demo recipe's tuning sets)."""
 
 import csv
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
 from sdl_tf.label_space import LabelSpace
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "make_attribute_set", os.path.join(REPO, "scripts", "make_attribute_set.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_attribute_set")
 
 
 @pytest.mark.parametrize("family", ["texture_shape", "size_shape"])
