@@ -24,6 +24,8 @@ Usage:
     --val_annotations=annotations/instances_val2014.json \
     --train_images=train2014 --val_images=val2014 \
     --word_vectors=GoogleNews-vectors-negative300.bin --output_dir=data/coco
+
+Inputs (annotations, images, word vectors) are read locally; --output_dir may be gs:// etc.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from absl import app, flags
 from data_prep import common
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, require_flags, run, write_converted
+from sdl_tf import config_flags
+from sdl_tf.config_flags import field
 
 # The standard split (Bansal et al., ECCV 2018; the SDL paper, section 4.1).
 COCO_SEEN = (
@@ -82,14 +86,21 @@ class CocoConfig:
         its 6,608 test images: "containing both seen and unseen objects").
     """
 
-    train_annotations: str
-    val_annotations: str
-    train_images: str
-    val_images: str
+    train_annotations: str = field(
+        help="COCO-format JSON of the training pool (instances_train2014.json).")
+    val_annotations: str = field(
+        help="COCO-format JSON of the test pool (instances_val2014.json).")
+    train_images: str = field(help="Folder of the train images (train2014/).")
+    val_images: str = field(help="Folder of the val images (val2014/).")
     options: common.CommonOptions
-    train_image_ids: str | None = None
-    test_image_ids: str | None = None
-    test_requires_seen: bool = False
+    train_image_ids: str | None = field(
+        None, "Optional list (one image id or file name per line) fixing the train images "
+        "exactly.")
+    test_image_ids: str | None = field(
+        None, "Optional list (one image id or file name per line) fixing the test images "
+        "exactly.")
+    test_requires_seen: bool = field(
+        False, "Test images must hold a seen object besides an unseen one.")
 
 
 def label_names() -> tuple[tuple[str, ...], tuple[bool, ...]]:
@@ -329,33 +340,14 @@ def define_flags() -> None:
     common.define_common_flags()
     if "train_annotations" in flags.FLAGS:
         return
-    flags.DEFINE_string("train_annotations", None,
-                        "COCO-format JSON of the training pool (instances_train2014.json).")
-    flags.DEFINE_string("val_annotations", None,
-                        "COCO-format JSON of the test pool (instances_val2014.json).")
-    flags.DEFINE_string("train_images", None, "Folder of the train images (train2014/).")
-    flags.DEFINE_string("val_images", None, "Folder of the val images (val2014/).")
-    flags.DEFINE_string("train_image_ids", None,
-                        "Optional list (one image id or file name per line) fixing the train "
-                        "images exactly.")
-    flags.DEFINE_string("test_image_ids", None,
-                        "Optional list (one image id or file name per line) fixing the test "
-                        "images exactly.")
-    flags.DEFINE_bool("test_requires_seen", False,
-                      "Test images must hold a seen object besides an unseen one.")
+    config_flags.define_flags(CocoConfig, exclude=("options",))  # options: the common flags
 
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     require_flags("train_annotations", "val_annotations", "train_images", "val_images")
-    f = flags.FLAGS
-    config = CocoConfig(
-        train_annotations=f.train_annotations, val_annotations=f.val_annotations,
-        train_images=f.train_images, val_images=f.val_images,
-        train_image_ids=f.train_image_ids, test_image_ids=f.test_image_ids,
-        test_requires_seen=f.test_requires_seen,
-        options=common.common_options_from_flags())
+    config = config_flags.config_from_flags(CocoConfig, flags.FLAGS)
     return run(prepare, config)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
-import glob
 import hashlib
 import io
 import json
@@ -28,9 +27,11 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from sdl_tf import atomic_io, tfrecord_schema
+from sdl_tf import atomic_io, gfile_utils, tfrecord_schema
+from sdl_tf.config_flags import config_from_flags, define_flags, field
 from sdl_tf.label_space import LabelSpace
 from sdl_tf.word_vectors import (
     MissingVectorsError,
@@ -101,7 +102,7 @@ def process_image(path: str, max_side: int | None = None) -> tuple[bytes, str]:
     """Reads one image and returns RGB JPEG bytes ready for the TFRecord.
 
     Args:
-      path: image file.
+      path: image file (any tf.io.gfile path).
       max_side: if set, images whose longer side exceeds it are downscaled (aspect kept) and
         re-encoded.
 
@@ -113,8 +114,7 @@ def process_image(path: str, max_side: int | None = None) -> tuple[bytes, str]:
       SkipImage: missing, unreadable, empty, not an image, truncated or corrupt.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = gfile_utils.read_bytes(path)
     except FileNotFoundError:
         raise SkipImage("missing", f"file not found: {path}") from None
     except OSError as e:
@@ -341,9 +341,8 @@ class tf_record_writer:  # noqa: N801 - used like a function in a with-statement
 
 def _existing_totals(out_dir: str, split: str) -> set[int]:
     totals = set()
-    pattern = os.path.join(glob.escape(out_dir), f"{glob.escape(split)}-*-of-*.tfrecord")
-    for path in glob.glob(pattern):
-        m = tfrecord_schema._SHARD_RE.match(os.path.basename(path))
+    for name in tf.io.gfile.listdir(out_dir):
+        m = tfrecord_schema._SHARD_RE.match(name)
         if m and m.group("split") == split:
             totals.add(int(m.group("total")))
     return totals
@@ -359,9 +358,10 @@ def merge_summary(out_dir: str, split: str, num_shards: int, source: str,
     for i in range(num_shards):
         name = tfrecord_schema.shard_name(split, i, num_shards)
         stats_file = _stats_path(out_dir, name)
-        if not (os.path.exists(os.path.join(out_dir, name)) and os.path.exists(stats_file)):
+        if not (tf.io.gfile.exists(os.path.join(out_dir, name))
+                and tf.io.gfile.exists(stats_file)):
             continue
-        with open(stats_file, encoding="utf-8") as f:
+        with tf.io.gfile.GFile(stats_file) as f:
             stats = json.load(f)
         complete += 1
         totals["num_records"] += stats["num_records"]
@@ -389,14 +389,14 @@ def merge_summary(out_dir: str, split: str, num_shards: int, source: str,
     path = tfrecord_schema.summary_path(out_dir, split)
     if extra:
         summary["details"] = extra
-    elif os.path.exists(path):
+    elif tf.io.gfile.exists(path):
         # Keep converter details recorded by an earlier part.
         try:
-            with open(path, encoding="utf-8") as f:
+            with tf.io.gfile.GFile(path) as f:
                 old = json.load(f)
             if "details" in old:
                 summary["details"] = old["details"]
-        except (OSError, json.JSONDecodeError):
+        except (OSError, tf.errors.OpError, json.JSONDecodeError):
             pass
     atomic_io.atomic_write_text(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary
@@ -433,7 +433,7 @@ def write_split(records, out_dir: str, split: str, *, num_shards: int, source: s
         raise DataPrepError(f"part_index {part_index} must be in [0, num_parts={num_parts})")
     if not split or os.sep in split or split.startswith("."):
         raise DataPrepError(f"invalid split name {split!r}")
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     other_totals = _existing_totals(out_dir, split) - {num_shards}
     if other_totals:
         raise DataPrepError(
@@ -454,10 +454,11 @@ def write_split(records, out_dir: str, split: str, *, num_shards: int, source: s
         name = tfrecord_schema.shard_name(split, i, num_shards)
         final, stats_file = os.path.join(out_dir, name), _stats_path(out_dir, name)
         fingerprint = _fingerprint(recs, max_side)
-        for stale in glob.glob(os.path.join(glob.escape(out_dir), f".{glob.escape(name)}.tmp-*")):
-            os.remove(stale)  # left by a crashed run of this part
-        if os.path.exists(final) and os.path.exists(stats_file):
-            with open(stats_file, encoding="utf-8") as f:
+        for stale in tf.io.gfile.listdir(out_dir):
+            if stale.startswith(f".{name}.tmp-"):
+                tf.io.gfile.remove(os.path.join(out_dir, stale))  # left by a crashed run
+        if tf.io.gfile.exists(final) and tf.io.gfile.exists(stats_file):
+            with tf.io.gfile.GFile(stats_file) as f:
                 old = json.load(f).get("fingerprint")
             if old != fingerprint:
                 raise DataPrepError(
@@ -480,10 +481,11 @@ def write_split(records, out_dir: str, split: str, *, num_shards: int, source: s
                 stats.update(shard=name, fingerprint=fingerprint)
                 atomic_io.atomic_write_text(stats_file,
                                             json.dumps(stats, ensure_ascii=False) + "\n")
-                os.replace(tmp, final)  # the commit point: the shard now exists, complete
+                # The commit point: the shard now exists, complete (rename(2) locally).
+                tf.io.gfile.rename(tmp, final, overwrite=True)
             finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+                if tf.io.gfile.exists(tmp):
+                    tf.io.gfile.remove(tmp)
     if total:
         bar.close()
     summary = merge_summary(out_dir, split, num_shards, source, max_side, extra)
@@ -506,9 +508,10 @@ def build_label_space(names, unseen, *, word_vectors: str | None = None,
     Args:
       names: label names in the dataset's fixed order.
       unseen: bools (same length) marking the zero-shot labels.
-      word_vectors: a gensim-loadable file (word2vec text/binary, GloVe, fastText .bin).
+      word_vectors: a gensim-loadable file (word2vec text/binary, GloVe, fastText .bin); local,
+        because gensim reads only local files.
       word_vectors_format: see `sdl_tf.word_vectors.FORMATS`.
-      label_vectors: a ready label -> vector file (see `read_label_vector_file`).
+      label_vectors: a ready label -> vector file (see `read_label_vector_file`); local.
       drop_missing: leave out labels without a vector instead of failing.
 
     Returns:
@@ -556,22 +559,27 @@ def build_label_space(names, unseen, *, word_vectors: str | None = None,
 class CommonOptions:
     """The common data-prep options as a frozen config (see `define_common_flags`)."""
 
-    output_dir: str
-    word_vectors: str | None = None
-    word_vectors_format: str = "auto"
-    label_vectors: str | None = None
-    drop_missing_labels: bool = False
-    num_shards: int | None = None
-    max_side: int | None = None
-    num_workers: int | None = None
-    num_parts: int = 1
-    part_index: int = 0
-    progress: bool = True
-
-
-_COMMON_FLAGS = ("output_dir", "word_vectors", "word_vectors_format", "label_vectors",
-                 "drop_missing_labels", "num_shards", "max_side", "num_workers", "num_parts",
-                 "part_index", "progress")
+    output_dir: str = field(help="Prepared dataset directory (shards + label space).",
+                            required=True)
+    word_vectors: str | None = field(
+        None, "Word-vector file: word2vec text/binary, GloVe text or fastText .bin.")
+    word_vectors_format: str = field("auto", "Format of --word_vectors.", choices=(
+        "auto", "word2vec_text", "word2vec_binary", "glove", "fasttext"))
+    label_vectors: str | None = field(
+        None, "Ready label->vector file ('label<TAB>v1 v2 ...' text, or .npy + names .txt/.json) "
+        "instead of --word_vectors.")
+    drop_missing_labels: bool = field(
+        False, "Drop labels without a vector (listed in the summary) instead of failing.")
+    num_shards: int | None = field(None, "Shards per split (default: per converter).",
+                                   lower_bound=1)
+    max_side: int | None = field(
+        None, "Downscale images whose longer side exceeds this (re-encodes them); default: keep "
+        "JPEGs byte-identical.", lower_bound=1)
+    num_workers: int | None = field(None, "Image worker threads (default: CPU cores).",
+                                    lower_bound=1)
+    num_parts: int = field(1, "Split the job into this many parts (machines).", lower_bound=1)
+    part_index: int = field(0, "Which part this run writes (0-based).", lower_bound=0)
+    progress: bool = field(True, "Show a progress bar and summary table on stderr.")
 
 
 def define_common_flags(flag_values=None) -> None:
@@ -587,45 +595,13 @@ def define_common_flags(flag_values=None) -> None:
     fv = flags.FLAGS if flag_values is None else flag_values
     if "output_dir" in fv:
         return
-    kw = {"flag_values": fv}
-    flags.DEFINE_string("output_dir", None, "Prepared dataset directory (shards + label space).",
-                        **kw)
-    flags.DEFINE_string("word_vectors", None,
-                        "Word-vector file: word2vec text/binary, GloVe text or fastText .bin.",
-                        **kw)
-    flags.DEFINE_enum("word_vectors_format", "auto",
-                      ["auto", "word2vec_text", "word2vec_binary", "glove", "fasttext"],
-                      "Format of --word_vectors.", **kw)
-    flags.DEFINE_string("label_vectors", None,
-                        "Ready label->vector file ('label<TAB>v1 v2 ...' text, or .npy + names "
-                        ".txt/.json) instead of --word_vectors.", **kw)
-    flags.DEFINE_bool("drop_missing_labels", False,
-                      "Drop labels without a vector (listed in the summary) instead of failing.",
-                      **kw)
-    flags.DEFINE_integer("num_shards", None, "Shards per split (default: per converter).",
-                         lower_bound=1, **kw)
-    flags.DEFINE_integer("max_side", None,
-                         "Downscale images whose longer side exceeds this (re-encodes them); "
-                         "default: keep JPEGs byte-identical.", lower_bound=1, **kw)
-    flags.DEFINE_integer("num_workers", None, "Image worker threads (default: CPU cores).",
-                         lower_bound=1, **kw)
-    flags.DEFINE_integer("num_parts", 1, "Split the job into this many parts (machines).",
-                         lower_bound=1, **kw)
-    flags.DEFINE_integer("part_index", 0, "Which part this run writes (0-based).", lower_bound=0,
-                         **kw)
-    flags.DEFINE_bool("progress", True, "Show a progress bar and summary table on stderr.", **kw)
-    flags.mark_flag_as_required("output_dir", **kw)
+    names = define_flags(CommonOptions, flag_values=fv)
     # `--help` lists the key flags of the main module (absl files them under sys.argv[0]); make
     # these key flags of the converter being run, not only of this module (`--helpfull`).
-    for name in _COMMON_FLAGS:
+    for name in names:
         fv.register_key_flag_for_module(sys.argv[0], fv[name])
 
 
 def common_options_from_flags(flag_values=None) -> CommonOptions:
     """Reads the common flags (entry points only) into a frozen CommonOptions."""
-    if flag_values is None:
-        from absl import flags
-
-        flag_values = flags.FLAGS
-    return CommonOptions(**{f.name: flag_values[f.name].value
-                            for f in dataclasses.fields(CommonOptions)})
+    return config_from_flags(CommonOptions, flag_values)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 
 import numpy as np
@@ -112,8 +111,7 @@ def write_converted(converted: Converted, options: common.CommonOptions, *, sour
       identity.
     """
     space, dropped = build_converted_label_space(converted, options)
-    os.makedirs(options.output_dir, exist_ok=True)
-    space.save(options.output_dir)
+    space.save(options.output_dir)  # creates the directory (any tf.io.gfile filesystem)
     unseen = np.asarray(space.unseen, dtype=bool)
     result = {
         "labels": {"num_labels": int(unseen.size), "num_seen": int((~unseen).sum()),

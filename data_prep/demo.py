@@ -38,14 +38,16 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from data_prep import common
+from sdl_tf import config_flags, gfile_utils
+from sdl_tf.config_flags import field
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -60,27 +62,24 @@ VECTORS_FILE = "attribute_vectors.txt"
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Options of the demo set (`configs/demo.flags` trains on it in ~330 CPU-seconds).
+    """Options of the demo set (`configs/demo.flags` trains on it in ~330 CPU-seconds)."""
 
-    Attributes (beyond the obvious): max_objects: objects per image are uniform in
-    [1, max_objects]; swap_fraction: probability that an image with >= 2 objects holds an
-    attribute-swapped pair (module docstring).
-    """
-
-    output_dir: str
-    seed: int = 0
-    max_objects: int = 8
-    swap_fraction: float = 0.5
-    num_train: int = 3000
-    num_val: int = 300
-    num_test: int = 600
-    image_size: int = 64
-    vector_dim: int = 32
-    num_samples: int = 8
-    train_shards: int = 4
-    eval_shards: int = 1
-    num_workers: int | None = None
-    progress: bool = True
+    output_dir: str = field(help="Where to write the demo set.", required=True)
+    seed: int = field(0, "Random seed (same seed -> same bytes).")
+    max_objects: int = field(8, "Objects per image are uniform in [1, max_objects].", flag=False)
+    swap_fraction: float = field(
+        0.5, "Probability that an image with >= 2 objects holds an attribute-swapped pair "
+        "(module docstring).", flag=False)
+    num_train: int = field(3000, "Training images.", lower_bound=1)
+    num_val: int = field(300, "Validation images.", lower_bound=1)
+    num_test: int = field(600, "Test images.", lower_bound=1)
+    image_size: int = field(64, "Image side in pixels.", lower_bound=16)
+    vector_dim: int = field(32, "Attribute word-vector size.", lower_bound=2)
+    num_samples: int = field(8, "Loose test JPEGs in samples/.", lower_bound=0)
+    train_shards: int = field(4, "Train shards.", lower_bound=1)
+    eval_shards: int = field(1, "Val/test shards each.", lower_bound=1)
+    num_workers: int | None = field(None, "Image threads (default: CPU cores).")
+    progress: bool = field(True, "Progress bars and summary tables on stderr.")
 
 
 def label_names() -> list[str]:
@@ -221,7 +220,7 @@ def write_attribute_vectors(path: str, dim: int, rng: np.random.Generator) -> No
     lines = [f"{len(words)} {dim}"]
     lines += [w + " " + " ".join(f"{v:.6f}" for v in vec) for w, vec in zip(words, vectors,
                                                                            strict=True)]
-    with open(path, "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
@@ -232,13 +231,15 @@ def prepare(config: DemoConfig) -> dict:
     if config.image_size < 16:
         raise common.DataPrepError(f"image_size must be >= 16, got {config.image_size}")
     out = config.output_dir
-    os.makedirs(out, exist_ok=True)
+    tf.io.gfile.makedirs(out)
     # Independent streams per purpose so changing --num_train does not change the test images.
     vec_seq, *split_seqs = np.random.SeedSequence(config.seed).spawn(4)
     vectors_path = os.path.join(out, VECTORS_FILE)
     write_attribute_vectors(vectors_path, config.vector_dim, np.random.default_rng(vec_seq))
-    space, _ = common.build_label_space(label_names(), unseen_flags(), word_vectors=vectors_path,
-                                        word_vectors_format="word2vec_text")
+    with gfile_utils.local_copy(vectors_path) as local_vectors:  # gensim reads local files only
+        space, _ = common.build_label_space(label_names(), unseen_flags(),
+                                            word_vectors=local_vectors,
+                                            word_vectors_format="word2vec_text")
     space = dataclasses.replace(space, source=f"demo attribute vectors ({VECTORS_FILE}, "
                                               f"seed {config.seed})")
     space.save(out)
@@ -247,7 +248,9 @@ def prepare(config: DemoConfig) -> dict:
               ("val", config.num_val, config.eval_shards),
               ("test", config.num_test, config.eval_shards))
     summaries, ground_truth = {}, {}
-    with tempfile.TemporaryDirectory(prefix=".demo-images-", dir=out) as tmp:
+    # The rendered images are read by `write_split` from a local scratch directory.
+    scratch = out if gfile_utils.is_local(out) else None
+    with tempfile.TemporaryDirectory(prefix=".demo-images-", dir=scratch) as tmp:
         for (split, count, shards), seq in zip(splits, split_seqs, strict=True):
             rng = np.random.default_rng(seq)
             records = []
@@ -262,13 +265,13 @@ def prepare(config: DemoConfig) -> dict:
                 num_workers=config.num_workers, progress=config.progress)
             if split == "test":
                 samples = os.path.join(out, "samples")
-                os.makedirs(samples, exist_ok=True)
+                tf.io.gfile.makedirs(samples)
                 for rec in records[: config.num_samples]:
                     name = f"sample_{rec.image_id}.jpg"
-                    shutil.copyfile(rec.path, os.path.join(samples, name))
+                    tf.io.gfile.copy(rec.path, os.path.join(samples, name), overwrite=True)
                     ground_truth[name] = [space.names[i] for i in rec.positives]
     if ground_truth:
-        with open(os.path.join(out, "samples", "ground_truth.json"), "w", encoding="utf-8") as f:
+        with tf.io.gfile.GFile(os.path.join(out, "samples", "ground_truth.json"), "w") as f:
             json.dump(ground_truth, f, indent=1)
     if config.progress:
         sys.stderr.write(
@@ -282,14 +285,7 @@ def main(argv):
     del argv
     # gensim logs every load at INFO, which absl shows; keep the progress output readable.
     logging.getLogger("gensim").setLevel(logging.WARNING)
-    from absl import flags
-
-    f = flags.FLAGS
-    config = DemoConfig(output_dir=f.output_dir, seed=f.seed, num_train=f.num_train,
-                       num_val=f.num_val, num_test=f.num_test, image_size=f.image_size,
-                       vector_dim=f.vector_dim, num_samples=f.num_samples,
-                       train_shards=f.train_shards, eval_shards=f.eval_shards,
-                       num_workers=f.num_workers, progress=f.progress)
+    config = config_flags.config_from_flags(DemoConfig)
     try:
         prepare(config)
     except common.DataPrepError as e:
@@ -297,22 +293,7 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
-    d = DemoConfig(output_dir="")
-    flags.DEFINE_string("output_dir", None, "Where to write the demo set.", required=True)
-    flags.DEFINE_integer("seed", d.seed, "Random seed (same seed -> same bytes).")
-    flags.DEFINE_integer("num_train", d.num_train, "Training images.", lower_bound=1)
-    flags.DEFINE_integer("num_val", d.num_val, "Validation images.", lower_bound=1)
-    flags.DEFINE_integer("num_test", d.num_test, "Test images.", lower_bound=1)
-    flags.DEFINE_integer("image_size", d.image_size, "Image side in pixels.", lower_bound=16)
-    flags.DEFINE_integer("vector_dim", d.vector_dim, "Attribute word-vector size.", lower_bound=2)
-    flags.DEFINE_integer("num_samples", d.num_samples, "Loose test JPEGs in samples/.",
-                         lower_bound=0)
-    flags.DEFINE_integer("train_shards", d.train_shards, "Train shards.", lower_bound=1)
-    flags.DEFINE_integer("eval_shards", d.eval_shards, "Val/test shards each.", lower_bound=1)
-    flags.DEFINE_integer("num_workers", None, "Image threads (default: CPU cores).")
-    flags.DEFINE_bool("progress", True, "Progress bars and summary tables on stderr.")
+    config_flags.define_flags(DemoConfig)
 
 
 if __name__ == "__main__":

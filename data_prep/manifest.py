@@ -24,6 +24,8 @@ Usage:
   python -m data_prep.manifest --output_dir=DIR --image_root=ROOT \
       --split=train=train.csv --split=test=test.jsonl --unseen_labels=unseen.txt \
       --word_vectors=cc.en.300.bin
+
+Inputs (manifests, images, word vectors) are read locally; --output_dir may be gs:// etc.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import re
 import sys
 
 from data_prep import common
+from sdl_tf import config_flags
 
 _SEPARATORS = re.compile(r"[|;]")
 DEFAULT_IMAGES_PER_SHARD = 2000
@@ -59,8 +62,9 @@ class ManifestConfig:
 
     output_dir: str
     splits: tuple[tuple[str, str], ...]  # (split name, manifest path)
-    image_root: str = ""
-    unseen_labels: str | None = None
+    image_root: str = config_flags.field("", "Directory the manifest image paths are relative to.")
+    unseen_labels: str | None = config_flags.field(
+        None, "File naming the unseen labels, one per line.")
     word_vectors: str | None = None
     word_vectors_format: str = "auto"
     label_vectors: str | None = None
@@ -249,10 +253,9 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    opts = common.common_options_from_flags()
-    config = ManifestConfig(
-        splits=_parse_split_flags(f.split), image_root=f.image_root,
-        unseen_labels=f.unseen_labels, **dataclasses.asdict(opts))
+    # The common fields (output_dir, word_vectors, ...) are read from the common flags.
+    config = config_flags.config_from_flags(ManifestConfig, f,
+                                            splits=_parse_split_flags(f.split))
     try:
         prepare(config)
     except common.DataPrepError as e:
@@ -264,8 +267,8 @@ def _define_flags():
 
     common.define_common_flags()
     flags.DEFINE_multi_string("split", None, "NAME=MANIFEST (.csv/.tsv/.jsonl); repeat per split.")
-    flags.DEFINE_string("image_root", "", "Directory the manifest image paths are relative to.")
-    flags.DEFINE_string("unseen_labels", None, "File naming the unseen labels, one per line.")
+    common_fields = [f.name for f in dataclasses.fields(common.CommonOptions)]
+    config_flags.define_flags(ManifestConfig, exclude=("splits", *common_fields))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ Accounting (per split, in the summary): `details.in_list` = `num_examples` + `nu
 Usage:
   python -m data_prep.nus_wide --nus_wide_dir=NUS-WIDE --image_root=NUS-WIDE/Flickr \
     --word_vectors=GoogleNews-vectors-negative300.bin --output_dir=data/nus_wide
+
+Inputs (tag/label files, images, word vectors) are read locally; --output_dir may be gs:// etc.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from absl import app, flags
 from data_prep import common
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, require_flags, run, write_converted
+from sdl_tf import config_flags
+from sdl_tf.config_flags import field
 
 TRAIN, TEST = "train", "test"
 
@@ -56,6 +60,11 @@ _DEFAULT_FILES = {
     "train_list": os.path.join("ImageList", "TrainImagelist.txt"),
     "test_list": os.path.join("ImageList", "TestImagelist.txt"),
 }
+
+
+def _override(key: str):
+    """A config field overriding the location of one official file."""
+    return field(None, f"Override of <nus_wide_dir>/{_DEFAULT_FILES[key]}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +84,17 @@ class NusWideConfig:
         official test list is 2/3 the size of the train list).
     """
 
-    nus_wide_dir: str
-    image_root: str
+    nus_wide_dir: str = field(help="Folder with the official NUS-WIDE text files.")
+    image_root: str = field(
+        help="Folder holding the images as <folder>/<file> or Flickr/<folder>/<file>.")
     options: common.CommonOptions
-    concepts: str | None = None
-    tag_list: str | None = None
-    all_tags: str | None = None
-    labels_dir: str | None = None
-    image_list: str | None = None
-    train_list: str | None = None
-    test_list: str | None = None
+    concepts: str | None = _override("concepts")
+    tag_list: str | None = _override("tag_list")
+    all_tags: str | None = _override("all_tags")
+    labels_dir: str | None = _override("labels_dir")
+    image_list: str | None = _override("image_list")
+    train_list: str | None = _override("train_list")
+    test_list: str | None = _override("test_list")
 
     def file(self, key: str) -> str:
         """Path of one official file: the override if given, else the official location."""
@@ -345,21 +355,14 @@ def define_flags() -> None:
     common.define_common_flags()
     if "nus_wide_dir" in flags.FLAGS:
         return
-    flags.DEFINE_string("nus_wide_dir", None, "Folder with the official NUS-WIDE text files.")
-    flags.DEFINE_string("image_root", None,
-                        "Folder holding the images as <folder>/<file> or Flickr/<folder>/<file>.")
-    for key, path in _DEFAULT_FILES.items():
-        flags.DEFINE_string(key, None, f"Override of <nus_wide_dir>/{path}.")
+    config_flags.define_flags(NusWideConfig, exclude=("options",))  # options: the common flags
 
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     require_flags("nus_wide_dir", "image_root")
-    f = flags.FLAGS
-    config = NusWideConfig(nus_wide_dir=f.nus_wide_dir, image_root=f.image_root,
-                           options=common.common_options_from_flags(),
-                           **{key: f[key].value for key in _DEFAULT_FILES})
+    config = config_flags.config_from_flags(NusWideConfig, flags.FLAGS)
     return run(prepare, config)
 
 

@@ -35,6 +35,8 @@ Usage:
     --unseen_classes=unseen-400.txt --train_images=train --test_images=test \
     --word_vectors=cc.en.300.bin --output_dir=data/open_images \
     --num_shards=1024 --num_parts=8 --part_index=0
+
+Inputs (CSV files, images, word vectors) are read locally; --output_dir may be gs:// etc.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from absl import app, flags
 from data_prep import common
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, require_flags, run, write_converted
-from sdl_tf import atomic_io
+from sdl_tf import atomic_io, config_flags
+from sdl_tf.config_flags import field
 from sdl_tf.label_space import LabelSpace
 
 TRAIN, TEST = "train", "test"
@@ -62,6 +65,11 @@ _DEFAULT_FILES = {
     "train_labels": "train-annotations-human-imagelabels.csv",
     "test_labels": "test-annotations-human-imagelabels.csv",
 }
+
+
+def _override(key: str):
+    """A config field overriding the location of one official file."""
+    return field(None, f"Override of <oi_dir>/{_DEFAULT_FILES[key]}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +93,19 @@ class OpenImagesConfig:
         train vs 125k test images).
     """
 
-    oi_dir: str
-    unseen_classes: str
-    train_images: str
+    oi_dir: str = field(help="Folder with the official Open Images v4 CSVs.")
+    unseen_classes: str = field(help="List of the 400 unseen classes (MID per line).")
+    train_images: str = field(help="Folder with the train <ImageID>.jpg files.")
     options: common.CommonOptions
-    test_images: str | None = None
-    class_descriptions: str | None = None
-    trainable_classes: str | None = None
-    train_labels: str | None = None
-    test_labels: str | None = None
-    min_train_images: int = 100
+    test_images: str | None = field(
+        None, "Folder with the test <ImageID>.jpg files (default: --train_images).")
+    class_descriptions: str | None = _override("class_descriptions")
+    trainable_classes: str | None = _override("trainable_classes")
+    train_labels: str | None = _override("train_labels")
+    test_labels: str | None = _override("test_labels")
+    min_train_images: int = field(
+        100, "A trainable class is seen if it has at least this many positive training images "
+        "(paper: 100).", lower_bound=1)
 
     def file(self, key: str) -> str:
         override = getattr(self, key)
@@ -438,28 +449,14 @@ def define_flags() -> None:
     common.define_common_flags()
     if "oi_dir" in flags.FLAGS:
         return
-    flags.DEFINE_string("oi_dir", None, "Folder with the official Open Images v4 CSVs.")
-    flags.DEFINE_string("unseen_classes", None, "List of the 400 unseen classes (MID per line).")
-    flags.DEFINE_string("train_images", None, "Folder with the train <ImageID>.jpg files.")
-    flags.DEFINE_string("test_images", None,
-                        "Folder with the test <ImageID>.jpg files (default: --train_images).")
-    for key, path in _DEFAULT_FILES.items():
-        flags.DEFINE_string(key, None, f"Override of <oi_dir>/{path}.")
-    flags.DEFINE_integer("min_train_images", 100,
-                         "A trainable class is seen if it has at least this many positive "
-                         "training images (paper: 100).", lower_bound=1)
+    config_flags.define_flags(OpenImagesConfig, exclude=("options",))  # options: common flags
 
 
 def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     require_flags("oi_dir", "unseen_classes", "train_images")
-    f = flags.FLAGS
-    config = OpenImagesConfig(
-        oi_dir=f.oi_dir, unseen_classes=f.unseen_classes, train_images=f.train_images,
-        test_images=f.test_images, min_train_images=f.min_train_images,
-        options=common.common_options_from_flags(),
-        **{key: f[key].value for key in _DEFAULT_FILES})
+    config = config_flags.config_from_flags(OpenImagesConfig, flags.FLAGS)
     return run(prepare, config)
 
 

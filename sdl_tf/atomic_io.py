@@ -7,6 +7,11 @@ temporary file in the target's directory (same filesystem, so the rename is atom
 the permissions a plain `open()`
 would give (`tempfile.mkstemp` creates 0600 files, which a serving or web-server user could
 not read), then renamed over the target. On any failure the temporary file is removed.
+
+A non-local target (`gs://`, `ram://`, any `tf.io.gfile` filesystem) is written to a local
+temporary file first (savers may seek or need a real path), copied to `<path>.tmp-<pid>` and
+renamed over the target with `tf.io.gfile.rename(overwrite=True)` (atomic where the filesystem's
+rename is; on GCS it is a copy, but readers still never see a partial object).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+
+from sdl_tf import gfile_utils
 
 
 def default_file_mode() -> int:
@@ -53,6 +60,9 @@ def atomic_save(path: str, save_fn: Callable[[str], None], suffix: str = "") -> 
       save_fn: writes the whole file at the path it is given.
       suffix: file-name ending the saver requires.
     """
+    if not gfile_utils.is_local(path):
+        _remote_save(path, save_fn, suffix)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
                                dir=directory)
@@ -65,6 +75,21 @@ def atomic_save(path: str, save_fn: Callable[[str], None], suffix: str = "") -> 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _remote_save(path: str, save_fn: Callable[[str], None], suffix: str) -> None:
+    gfile = gfile_utils.gfile()
+    with tempfile.TemporaryDirectory(prefix="sdl_tf-") as directory:
+        local = os.path.join(directory, "file" + suffix)
+        save_fn(local)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            gfile.copy(local, tmp, overwrite=True)
+            gfile.rename(tmp, path, overwrite=True)
+        except BaseException:
+            if gfile.exists(tmp):
+                gfile.remove(tmp)
+            raise
 
 
 def atomic_write_text(path: str, text: str) -> None:

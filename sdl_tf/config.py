@@ -12,10 +12,11 @@ import dataclasses
 import json
 from typing import Any
 
-from sdl_tf import atomic_io
+from sdl_tf import atomic_io, gfile_utils
+from sdl_tf.config_flags import field
+from sdl_tf.scoring import SCORINGS  # the one list (eq. 1 and the l2 baseline)
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-SCORINGS = ("max", "l2")
 LOSS_MODES = ("paper", "official")
 AUGMENT_MODES = ("imagenet", "flip", "resize")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
@@ -35,13 +36,14 @@ class ModelConfig:
         trainable_backbone: fine-tune the backbone end to end (paper) or freeze it.
     """
 
-    backbone: str = "resnet50"
-    weights: str = "imagenet"
-    image_size: int = 224
-    num_rows: int = 7
-    dim: int = 300
-    dropout: float = 0.5
-    trainable_backbone: bool = True
+    backbone: str = field("resnet50", "resnet50 | resnet101 | mobilenet_v3_small | "
+                          "efficientnet_b0 | tiny | small_cnn | hub:<handle-or-path>.")
+    weights: str = field("imagenet", "Backbone weights: imagenet | none | <path>.")
+    image_size: int = field(224, "Input image side.")
+    num_rows: int = field(7, "M, principal directions per image.")
+    dim: int = field(300, "d, the word-vector size (from the label space).", flag=False)
+    dropout: float = field(0.5, "Dropout before the projection.")
+    trainable_backbone: bool = field(True, "Fine-tune the backbone.")
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -79,20 +81,25 @@ class DataConfig:
         cache_eval: cache decoded evaluation images in memory (small datasets only).
     """
 
-    data_dir: str = ""
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
-    val_fraction: float = 0.0
-    shuffle_buffer: int = 2048
-    augment: bool = True
-    augment_mode: str = "imagenet"
-    cutout: float = 0.5
-    rand_augment: bool = False
-    rand_augment_factor: float = 0.5
-    min_crop_area: float = 0.25
-    num_parallel_calls: int = -1
-    cache_eval: bool = False
+    data_dir: str = field("", "Prepared dataset directory (data_prep output).", required=True)
+    train_split: str = field("train", "Training shard split.")
+    val_split: str = field("val", "Validation shard split (per-epoch eval).")
+    test_split: str = field("test", "Test shard split.", flag=False)
+    val_fraction: float = field(
+        0.0, "Without val shards: fraction of training images held out for validation.")
+    shuffle_buffer: int = field(2048, "Example shuffle buffer.")
+    augment: bool = field(True, "Random resized crop, flip and colour augmentation.")
+    augment_mode: str = field(
+        "imagenet", "imagenet: crop, flip, colour, cutout (paper); flip: flip only (label-safe); "
+        "resize: whole-image resize + cutout (authors' COCO script).", choices=AUGMENT_MODES)
+    cutout: float = field(0.5, "Cutout square side as a fraction of the image (0=off).")
+    rand_augment: bool = field(
+        False, "Also apply RandAugment (2 ops) to training images (authors' COCO script).")
+    rand_augment_factor: float = field(
+        0.5, "RandAugment magnitude in [0, 1] (keras.layers.RandAugment factor).")
+    min_crop_area: float = field(0.25, "Smallest random-resized-crop area.")
+    num_parallel_calls: int = field(-1, "tf.data parallelism (-1=auto).")
+    cache_eval: bool = field(False, "Cache decoded evaluation images in memory.", flag=False)
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
@@ -141,36 +148,40 @@ class TrainConfig:
         overwrite: delete an existing run in model_dir and start again.
     """
 
-    model_dir: str = ""
+    model_dir: str = field("", "Output directory (checkpoints, logs, final.keras).", required=True)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    epochs: int = 7
-    batch_size: int = 192
-    steps_per_epoch: int = 0
-    learning_rate: float = 1e-4
-    weight_decay: float = 3e-4
-    weight_decay_mode: str = "decoupled"
-    exclude_bias_norm_from_decay: bool = False
-    warmup_fraction: float = 0.2
-    div_factor: float = 25.0
-    final_div_factor: float = 1e4
-    reg_lambda: float = 0.3
-    use_sdw: bool = True
-    use_reg: bool = True
-    scoring: str = "max"
-    loss_mode: str = "paper"
-    strategy: str = "default"
-    tpu_address: str = ""
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    checkpoint_every_steps: int = 500
-    max_checkpoints: int = 3
-    log_every_steps: int = 10
-    eval_ks: tuple[int, ...] = (3, 5)
-    eval_batch_size: int = 64
-    max_eval_images: int = 0
-    seed: int = 0
-    overwrite: bool = False
+    epochs: int = field(7, "Epochs.")
+    batch_size: int = field(192, "Global batch size (all replicas).")
+    steps_per_epoch: int = field(0, "Steps per epoch (0 = one pass).")
+    learning_rate: float = field(1e-4, "One-cycle maximum learning rate.")
+    weight_decay: float = field(3e-4, "Weight decay coefficient.")
+    weight_decay_mode: str = field(
+        "decoupled", "decoupled: AdamW (paper); l2: Adam + L2 gradient term (authors' script).",
+        choices=WEIGHT_DECAY_MODES)
+    exclude_bias_norm_from_decay: bool = field(
+        False, "No weight decay on biases and normalisation parameters (1-D variables).")
+    warmup_fraction: float = field(0.2, "One-cycle rising fraction.")
+    div_factor: float = field(25.0, "One-cycle initial lr = max / div_factor.")
+    final_div_factor: float = field(1e4, "Final lr = initial / this.")
+    reg_lambda: float = field(0.3, "Regulariser weight lambda (eq. 5).")
+    use_sdw: bool = field(True, "Semantic diversity weight (eq. 3).")
+    use_reg: bool = field(True, "Row-variance regulariser (eq. 4).")
+    scoring: str = field("max", "Label scoring (eq. 1).", choices=SCORINGS)
+    loss_mode: str = field("paper", "Loss scaling.", choices=LOSS_MODES)
+    strategy: str = field("default", "tf.distribute strategy (multi_worker reads TF_CONFIG).",
+                          choices=STRATEGIES)
+    tpu_address: str = field("", "TPU address for --strategy=tpu.")
+    mixed_precision: bool = field(False, "mixed_float16 training.")
+    jit_compile: bool = field(False, "XLA-compile the train step.")
+    checkpoint_every_steps: int = field(500, "Checkpoint every N steps (and at every epoch end).")
+    max_checkpoints: int = field(3, "Checkpoints to keep.")
+    log_every_steps: int = field(10, "TensorBoard scalar frequency.")
+    eval_ks: tuple[int, ...] = field((3, 5), "K values of P/R/F1@K.")
+    eval_batch_size: int = field(64, "Validation batch size.")
+    max_eval_images: int = field(0, "Validation image cap (0 = all).")
+    seed: int = field(0, "Run seed (init, shuffle, augmentation).")
+    overwrite: bool = field(False, "Discard an existing run in --model_dir.")
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -219,7 +230,7 @@ def save_config(config: TrainConfig, path: str) -> None:
 
 def load_config(path: str) -> TrainConfig:
     """Reads a `config.json` written by `save_config`."""
-    with open(path, encoding="utf-8") as f:
+    with gfile_utils.open_file(path) as f:
         try:
             d = json.load(f)
         except json.JSONDecodeError as e:
@@ -250,19 +261,21 @@ class EvalConfig:
         scoring: "max" or "l2" (default: the run's).
     """
 
-    model_dir: str = ""
-    data_dir: str = ""
-    split: str = "test"
-    output_dir: str = ""
-    model_file: str = "final.keras"
-    ks: tuple[int, ...] = ()
-    diverse_min_labels: int = 6
-    diverse_k: int = 10
-    batch_size: int = 64
-    max_images: int = 0
-    baseline: str = ""
-    seed: int = 0
-    scoring: str = ""
+    model_dir: str = field("", "Trained run directory (final.keras + labels).")
+    data_dir: str = field("", "Prepared dataset (default: the run's config.json).")
+    split: str = field("test", "Split to evaluate (test; val for model selection).")
+    output_dir: str = field("", "Output directory (default <model_dir>/eval).")
+    model_file: str = field("final.keras", "Model file inside --model_dir.")
+    ks: tuple[int, ...] = field((), "K values of P/R/F1@K (default: the run's eval_ks).")
+    diverse_min_labels: int = field(
+        6, "Diverse subset: images with more than this many positives (Table 4).")
+    diverse_k: int = field(10, "Top-K of the diverse subset.")
+    batch_size: int = field(64, "Batch size.")
+    max_images: int = field(0, "Evaluate at most this many images (0 = all).")
+    baseline: str = field("", "random: seeded random scores, same protocol.",
+                          choices=("", "random"))
+    seed: int = field(0, "Seed of the random baseline.")
+    scoring: str = field("", "Scoring (default: the run's).", choices=("", *SCORINGS))
 
     def __post_init__(self):
         if self.baseline not in ("", "random"):
@@ -273,3 +286,22 @@ class EvalConfig:
         if self.scoring and self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Configuration of `python -m sdl_tf.export` (see `sdl_tf.exporting.export_from_config`)."""
+
+    model_dir: str = field(
+        help="Training run directory (final.keras, labels.json, label_vectors.npy).",
+        required=True)
+    export_dir: str = field("saved_models", "Base export directory.")
+    name: str = field("sdl", "Model name (TF Serving's model name).")
+    version: int | None = field(None, "Version number; default: next free one.")
+    keras_model: str | None = field(
+        None, "A .keras file to export instead of <model_dir>/final.keras.")
+    checkpoint: bool = field(
+        False,
+        "Rebuild the model from config.json and restore the latest checkpoint (not final.keras).")
+    top_k: int = field(10, "K of the serving_default top-K outputs.")
+    overwrite: bool = field(False, "Replace an existing version directory.")

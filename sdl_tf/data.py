@@ -50,10 +50,10 @@ def require_dataset(data_dir: str, splits=()) -> None:
 
     if not data_dir:
         raise FileNotFoundError(f"no data dir given: {cli.missing_data_hint('DIR')}")
-    if not os.path.isdir(data_dir):
+    if not tf.io.gfile.isdir(data_dir):
         raise FileNotFoundError(f"data dir {data_dir!r} does not exist: "
                                 f"{cli.missing_data_hint(data_dir)}")
-    if not os.path.isfile(os.path.join(data_dir, "labels.json")):
+    if not tf.io.gfile.exists(os.path.join(data_dir, "labels.json")):
         raise FileNotFoundError(f"data dir {data_dir!r} is not a prepared dataset (no labels.json):"
                                 f" {cli.missing_data_hint(data_dir)}")
     for split in splits:
@@ -71,8 +71,8 @@ def require_dataset(data_dir: str, splits=()) -> None:
 def count_examples(data_dir: str, split: str) -> int:
     """Number of examples in a split: from `<split>-summary.json`, else by counting records."""
     path = tfrecord_schema.summary_path(data_dir, split)
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
             summary = json.load(f)
         for key in ("num_examples", "num_written", "written", "num_images", "count"):
             if isinstance(summary.get(key), int):

@@ -84,29 +84,6 @@ class _DiverseCollector:
         return out
 
 
-def winning_rows(matrices, vectors, scoring="max"):
-    """The row of each matrix that gives each label its score (the arg-max of eq. 1).
-
-    Args:
-        matrices: (B, M, d) per-image matrices A.
-        vectors: (B, K, d) the label vectors to look at per image, or (K, d) for all images.
-        scoring: "max" (eq. 1: arg-max_m A_m t) or "l2" (the row with the largest |A_m t|, i.e.
-            the largest contribution to ||A t||).
-
-    Returns:
-        (B, K) int64 row indices in [0, M); ties go to the lower row (np.argmax).
-    """
-    matrices = np.asarray(matrices, np.float32)
-    vectors = np.asarray(vectors, np.float32)
-    if vectors.ndim == 2:
-        products = np.einsum("bmd,kd->bmk", matrices, vectors)
-    else:
-        products = np.einsum("bmd,bkd->bmk", matrices, vectors)
-    if scoring == "l2":
-        products = np.abs(products)
-    return np.argmax(products, axis=1)
-
-
 def _entropy(p, axis=-1):
     """Shannon entropy in nats of distributions along `axis` (0 log 0 = 0)."""
     p = np.asarray(p, np.float64)
@@ -141,19 +118,21 @@ class RowUsage:
 
         Args:
             matrices: (B, M, d) the images' matrices.
-            scores: (B, C) their label scores (from the same matrices, `numpy_scores`).
+            scores: (B, C) their label scores (from the same matrices, `sdl_tf.scoring`).
 
         Returns:
             (B, K) int64 winning row of each image's top-K tags, best tag first.
         """
         from sdl_tf.metrics import top_k_indices
+        from sdl_tf.scoring import numpy_scores_and_rows
 
         matrices = np.asarray(matrices, np.float32)
         b, m, _ = matrices.shape
         if self.counts is None:
             self.counts = np.zeros(m, np.int64)
         top = top_k_indices(scores, self.k)  # (B, K), same tie-breaking as P/R/F1@K
-        rows = winning_rows(matrices, self.vectors[top], self.scoring)  # (B, K)
+        # Only each image's top-K label vectors: (B, M, K) products, never (B, M, C).
+        _, rows = numpy_scores_and_rows(matrices, self.vectors[top], self.scoring)  # (B, K)
         per_image = (rows[:, :, None] == np.arange(m)).sum(axis=1)  # (B, M) tags won
         self.counts += per_image.sum(axis=0)
         self._entropy_sum += float(_entropy(per_image / self.k, axis=1).sum())
@@ -217,10 +196,13 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     """
     import keras
 
-    from sdl_tf.metrics import ZSLEvaluator, numpy_scores
+    from sdl_tf.metrics import ZSLEvaluator
+    from sdl_tf.scoring import NumpyScorer
 
-    evaluator = ZSLEvaluator(label_space.vectors, label_space.unseen_indices, ks=tuple(ks),
-                             scoring=scoring)
+    evaluator = ZSLEvaluator(label_space.unseen_indices, ks=tuple(ks),
+                             num_labels=label_space.num_labels)
+    # Eq. (1) in NumPy; the scorer reuses its transposed vectors and GEMM workspace per batch.
+    scorer = NumpyScorer(label_space.vectors, scoring)
     diverse = (_DiverseCollector(label_space.unseen_indices, diverse_min_labels)
                if diverse_min_labels is not None else None)
     rng = np.random.default_rng(random_seed) if random_seed is not None else None
@@ -235,7 +217,7 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
             scores = rng.random((labels.shape[0], label_space.num_labels), dtype=np.float32)
         else:
             matrices = predict(images).numpy().astype(np.float32)
-            scores = numpy_scores(matrices, label_space.vectors, scoring)
+            scores = scorer.scores(matrices)
         evaluator.update_scores(scores, labels)  # (checks the scores for NaN first)
         if rows is not None:
             rows.update(matrices, scores)
@@ -369,7 +351,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     run_config = None
     if cfg.model_dir:
         cfg_path = os.path.join(cfg.model_dir, "config.json")
-        if os.path.isfile(cfg_path):
+        if tf.io.gfile.exists(cfg_path):
             run_config = load_config(cfg_path)
     data_dir = cfg.data_dir or (run_config.data.data_dir if run_config else "")
     if not data_dir:
@@ -382,7 +364,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
 
     if cfg.baseline == "random":
         model = None
-        label_space = LabelSpace.load(cfg.model_dir if cfg.model_dir and os.path.isfile(
+        label_space = LabelSpace.load(cfg.model_dir if cfg.model_dir and tf.io.gfile.exists(
             os.path.join(cfg.model_dir, "labels.json")) else data_dir)
         image_size = 32  # images are not looked at; decode small
         method = f"Random (seed {cfg.seed})"
@@ -412,7 +394,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     )
 
     out_dir = cfg.output_dir or os.path.join(cfg.model_dir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     prefix = f"{'random_' if cfg.baseline else ''}{cfg.split}_"
     files = {name: os.path.join(out_dir, prefix + name)
              for name in ("metrics.json", "metrics.md", "per_label_ap.csv")}

@@ -9,6 +9,9 @@ Writes `<export_dir>/<name>/<version>/` (signatures `serving_default`, `score_la
 
 from absl import app, flags
 
+from sdl_tf import config_flags
+from sdl_tf.config import ExportConfig
+
 
 def main(argv):
     del argv
@@ -22,16 +25,7 @@ def main(argv):
     f = flags.FLAGS
     if f.keras_model and f.checkpoint:
         raise app.UsageError("give at most one of --keras_model and --checkpoint")
-    config = exporting.ExportConfig(
-        model_dir=f.model_dir,
-        export_dir=f.export_dir,
-        name=f.name,
-        version=f.version,
-        keras_model=f.keras_model,
-        checkpoint=f.checkpoint,
-        top_k=f.top_k,
-        overwrite=f.overwrite,
-    )
+    config = config_flags.config_from_flags(ExportConfig, f)
     try:
         path = exporting.export_from_config(config)
     except (exporting.ExportError, FileNotFoundError) as e:
@@ -41,22 +35,7 @@ def main(argv):
 
 def _define_flags():
     """Flags are defined only when run as a program (importing this module defines none)."""
-    flags.DEFINE_string(
-        "model_dir", None, "Training run directory (final.keras, labels.json, label_vectors.npy)."
-    )
-    flags.DEFINE_string(
-        "keras_model", None, "A .keras file to export instead of <model_dir>/final.keras."
-    )
-    flags.DEFINE_bool(
-        "checkpoint", False,
-        "Rebuild the model from config.json and restore the latest checkpoint (not final.keras).",
-    )
-    flags.DEFINE_string("export_dir", "saved_models", "Base export directory.")
-    flags.DEFINE_string("name", "sdl", "Model name (TF Serving's model name).")
-    flags.DEFINE_integer("version", None, "Version number; default: next free one.")
-    flags.DEFINE_integer("top_k", 10, "K of the serving_default top-K outputs.")
-    flags.DEFINE_bool("overwrite", False, "Replace an existing version directory.")
-    flags.mark_flag_as_required("model_dir")
+    config_flags.define_flags(ExportConfig)
 
 
 if __name__ == "__main__":

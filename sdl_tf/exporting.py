@@ -23,12 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from sdl_tf import gfile_utils, scoring
+from sdl_tf.config import ExportConfig  # with the other configs (light to import)
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -119,17 +121,6 @@ def _error_strings(ok: tf.Tensor) -> tf.Tensor:
     return tf.where(ok, tf.constant(""), tf.constant(BAD_IMAGE_ERROR))
 
 
-def _scores_and_rows(matrices, vectors):
-    """Eq. (1) scores s_c = max_m (A t_c) and the arg-max row, both [N, C]."""
-    from sdl_tf.scoring import scores_from_matrices
-
-    scores = scores_from_matrices(matrices, vectors, scoring="max")
-    # Which principal direction (row of A) scored each label: the numbers in Figure 3.
-    per_row = tf.einsum("nmd,cd->nmc", matrices, vectors)
-    rows = tf.argmax(per_row, axis=1, output_type=tf.int32)
-    return tf.cast(scores, tf.float32), rows
-
-
 def model_contract(model: keras.Model) -> tuple[tuple[int, int], int, int]:
     """Checks the model's input/output contract (docs/design.md) and returns its sizes.
 
@@ -190,7 +181,9 @@ def build_export_archive(model: keras.Model, label_space, top_k: int = 10):
 
     def serve(image_bytes):
         matrices, ok = _matrices(image_bytes)
-        scores, rows = _scores_and_rows(matrices, vectors)
+        # Eq. (1) scores (float32, as the matrices) and the winning row of each label (int32,
+        # the numbers in Figure 3); tf.math.top_k is the in-graph twin of metrics.top_k_indices.
+        scores, rows = scoring.scores_and_rows(matrices, vectors)
         top_scores, top_idx = tf.math.top_k(scores, k=k)
         return {
             "scores": scores,
@@ -207,7 +200,7 @@ def build_export_archive(model: keras.Model, label_space, top_k: int = 10):
         matrices, ok = _matrices(image_bytes)
         # Word vectors are l2-normalised everywhere in SDL (section 4); idempotent if already.
         query = tf.math.l2_normalize(tf.cast(label_vectors, tf.float32), axis=-1)
-        scores, rows = _scores_and_rows(matrices, query)
+        scores, rows = scoring.scores_and_rows(matrices, query)
         return {"scores": scores, "top_rows": rows, "ok": ok, "error": _error_strings(ok)}
 
     def matrices_fn(image_bytes):
@@ -250,11 +243,39 @@ def _chmod_tree(path: str) -> None:
     os.chmod(path, 0o777 & ~_umask())
 
 
+def _move_tree(src: str, dst: str) -> None:
+    """Renames directory `src` to `dst` (absent): locally one atomic rename(2); elsewhere file
+    by file, as object stores (and ram://) have no directory rename, with saved_model.pb last so
+    `dst` is not a loadable SavedModel before all its files are there."""
+    if gfile_utils.is_local(src):
+        os.rename(src, dst)
+        return
+    files = []
+    for directory, _, names in tf.io.gfile.walk(src):
+        tf.io.gfile.makedirs(dst + directory[len(src):])
+        # exists(): ram:// lists a sibling "assets.extra" under "assets" as ".extra".
+        files += [p for p in (os.path.join(directory, n) for n in names) if tf.io.gfile.exists(p)]
+    for path in sorted(files, key=lambda p: os.path.basename(p) == "saved_model.pb"):
+        tf.io.gfile.rename(path, dst + path[len(src):], overwrite=True)
+    _rmtree(src)
+
+
+def _rmtree(path: str) -> None:
+    """Removes a directory tree if present (any tf.io.gfile filesystem), ignoring errors."""
+    try:
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+    except tf.errors.OpError:
+        pass
+
+
 def next_version(model_base: str) -> int:
     """1 + the largest numeric version directory in `model_base` (1 when there is none)."""
-    if not os.path.isdir(model_base):
+    if not tf.io.gfile.isdir(model_base):
         return 1
-    versions = [int(n) for n in os.listdir(model_base) if n.isdigit()]
+    # rstrip: GCS lists subdirectories as "1/".
+    names = (n.rstrip("/") for n in tf.io.gfile.listdir(model_base))
+    versions = [int(n) for n in names if n.isdigit()]
     return max(versions, default=0) + 1
 
 
@@ -293,19 +314,26 @@ def export_saved_model(
     if int(version) < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
     final = os.path.join(model_base, str(int(version)))
-    if os.path.exists(final) and not overwrite:
+    if tf.io.gfile.exists(final) and not overwrite:
         raise ExportError(f"{final} already exists; pass --overwrite or a new --version")
     archive = build_export_archive(model, label_space, top_k=top_k)
-    os.makedirs(model_base, exist_ok=True)
+    tf.io.gfile.makedirs(model_base)
     # A dot-prefixed temp dir in the same parent: TF Serving only loads all-digit names, so a
-    # half-written export is never picked up, and the final rename is atomic on one filesystem.
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_base)
+    # half-written export is never picked up, and the final rename is atomic on one filesystem
+    # (on GCS a directory rename copies objects; TF Serving still ignores the temp name).
+    local = gfile_utils.is_local(model_base)
+    if local:
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=model_base)
+    else:
+        tmp = os.path.join(model_base, f".tmp-{int(version)}-{os.getpid()}")
+        tf.io.gfile.makedirs(tmp)
     try:
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, ASSETS_EXTRA)
-        # mkdtemp creates 0700; give the export the usual umask permissions so a model server
-        # running as another user can read it.
-        _chmod_tree(tmp)
+        if local:
+            # mkdtemp creates 0700; give the export the usual umask permissions so a model
+            # server running as another user can read it.
+            _chmod_tree(tmp)
         label_space.save(extra)
         info = {
             "signatures": [SERVING_DEFAULT, SCORE_LABELS, MATRICES],
@@ -316,19 +344,20 @@ def export_saved_model(
             "top_k": min(int(top_k), label_space.num_labels),
             "source": source,
         }
-        with open(os.path.join(extra, EXPORT_INFO), "w") as f:
+        with tf.io.gfile.GFile(os.path.join(extra, EXPORT_INFO), "w") as f:
             json.dump(info, f, indent=2)
-        if os.path.exists(final):  # overwrite: move the old one aside, then swap.
+        if tf.io.gfile.exists(final):  # overwrite: move the old one aside, then swap.
             old = final + ".old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+            _rmtree(old)
+            _move_tree(final, old)
+            _move_tree(tmp, final)
+            _rmtree(old)
         else:
-            os.rename(tmp, final)
-        _fsync_dir(model_base)
+            _move_tree(tmp, final)
+        if local:
+            _fsync_dir(model_base)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp)
         raise
     return final
 
@@ -336,13 +365,14 @@ def export_saved_model(
 def resolve_export_path(path: str) -> str:
     """Returns the version dir for `path`: itself if it holds saved_model.pb, else its latest
     numeric version subdirectory (so `saved_models/sdl` works like TF Serving's base_path)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         return path
-    if os.path.isdir(path):
-        versions = sorted(int(n) for n in os.listdir(path) if n.isdigit())
+    if tf.io.gfile.isdir(path):
+        names = (n.rstrip("/") for n in tf.io.gfile.listdir(path))  # GCS: "1/"
+        versions = sorted(int(n) for n in names if n.isdigit())
         for v in reversed(versions):
             cand = os.path.join(path, str(v))
-            if os.path.isfile(os.path.join(cand, "saved_model.pb")):
+            if tf.io.gfile.exists(os.path.join(cand, "saved_model.pb")):
                 return cand
     from sdl_tf import cli
 
@@ -388,20 +418,6 @@ def load_export(path: str) -> LoadedExport:
     return LoadedExport(path=path, module=module, label_space=label_space)
 
 
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    """Configuration of `python -m sdl_tf.export` (see `export_from_config`)."""
-
-    model_dir: str
-    export_dir: str = "saved_models"
-    name: str = "sdl"
-    version: int | None = None
-    keras_model: str | None = None
-    checkpoint: bool = False
-    top_k: int = 10
-    overwrite: bool = False
-
-
 def load_from_checkpoint(model_dir: str):
     """Rebuilds the model from `<model_dir>/config.json` and restores the latest checkpoint in
     `<model_dir>/checkpoints/` (training's tf.train.Checkpoint, whose `model` entry holds the
@@ -415,7 +431,7 @@ def load_from_checkpoint(model_dir: str):
     from sdl_tf.model import build_model
 
     config_path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_path):
+    if not tf.io.gfile.exists(config_path):
         raise ExportError(f"{config_path} not found: --checkpoint needs a training run directory")
     ckpt_dir = os.path.join(model_dir, "checkpoints")
     latest = tf.train.latest_checkpoint(ckpt_dir)
@@ -436,9 +452,10 @@ def load_model_for_export(config: ExportConfig):
     if config.checkpoint:
         return load_from_checkpoint(config.model_dir)
     if config.keras_model:
-        if not os.path.isfile(config.keras_model):
+        if not tf.io.gfile.exists(config.keras_model):
             raise ExportError(f"--keras_model {config.keras_model} does not exist")
-        model = keras.saving.load_model(config.keras_model, compile=False)
+        with gfile_utils.local_copy(config.keras_model) as local:  # Keras reads local files
+            model = keras.saving.load_model(local, compile=False)
         return model, LabelSpace.load(config.model_dir)
     from sdl_tf.model import load_model_dir
 
@@ -449,7 +466,7 @@ def export_from_config(config: ExportConfig) -> str:
     """Library entry of `python -m sdl_tf.export`: load the model, export, return the path."""
     if config.version is not None and not config.overwrite:
         final = os.path.join(config.export_dir, config.name, str(config.version))
-        if os.path.exists(final):  # fail before the (slow) model load
+        if tf.io.gfile.exists(final):  # fail before the (slow) model load
             raise ExportError(f"{final} already exists; pass --overwrite or a new --version")
     model, label_space = load_model_for_export(config)
     return export_saved_model(
@@ -460,8 +477,12 @@ def export_from_config(config: ExportConfig) -> str:
         config.version,
         top_k=config.top_k,
         overwrite=config.overwrite,
-        source=os.path.abspath(config.keras_model or config.model_dir),
+        source=_absolute(config.keras_model or config.model_dir),
     )
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path) if gfile_utils.is_local(path) else path
 
 
 def op_error_message(error) -> str:

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from sdl_tf import atomic_io
+from sdl_tf import atomic_io, gfile_utils
 
 LABELS_FILE = "labels.json"
 VECTORS_FILE = "label_vectors.npy"
@@ -134,7 +134,7 @@ class LabelSpace:
         The vectors are written first and labels.json last, so a present labels.json always
         has matching vectors next to it (load() also checks the shapes agree).
         """
-        os.makedirs(directory, exist_ok=True)
+        gfile_utils.makedirs(directory)
         atomic_io.atomic_write(
             os.path.join(directory, VECTORS_FILE),
             lambda f: np.save(f, np.ascontiguousarray(self.vectors), allow_pickle=False),
@@ -162,10 +162,10 @@ class LabelSpace:
         labels_path = os.path.join(directory, LABELS_FILE)
         vectors_path = os.path.join(directory, VECTORS_FILE)
         for path in (labels_path, vectors_path):
-            if not os.path.isfile(path):
+            if not gfile_utils.isfile(path):
                 raise FileNotFoundError(f"label space file {path!r} not found")
         try:
-            with open(labels_path, encoding="utf-8") as f:
+            with gfile_utils.open_file(labels_path) as f:
                 meta = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{labels_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
@@ -182,7 +182,8 @@ class LabelSpace:
                 raise ValueError(f"{labels_path}: labels[{i}] needs 'name' and 'unseen'")
             names.append(str(entry["name"]))
             unseen.append(bool(entry["unseen"]))
-        vectors = np.load(vectors_path, allow_pickle=False)
+        with gfile_utils.open_file(vectors_path, "rb") as f:
+            vectors = np.load(f, allow_pickle=False)
         if vectors.ndim != 2 or vectors.shape[0] != len(names):
             raise ValueError(
                 f"{vectors_path}: shape {vectors.shape} does not match the {len(names)} labels "

@@ -2,7 +2,8 @@
 
 Protocol (the authors' evaluation, see ``tests/testdata/golden/README.md``):
 
-* Tag scores are s_c = max over the rows of A t_c (eq. 1; ``scoring="l2"`` for the baseline).
+* Tag scores are s_c = max over the rows of A t_c (eq. 1; ``scoring="l2"`` for the baseline),
+  computed by `sdl_tf.scoring` (the caller passes scores in).
 * ZSL evaluates only the unseen labels; GZSL evaluates all labels.
 * Images with no positive among the evaluated labels are dropped (separately per protocol).
 * P@K, R@K, F1@K (percent) are micro-averaged ("overall"): over the kept images, the top-K
@@ -19,28 +20,24 @@ Deterministic tie-breaking:
 
 Scale: the evaluator keeps the (N, C) float32 score matrix (needed to rank the images of every
 label), the positives as sparse indices, and the top-K counts; it never builds an (N, C, M)
-tensor. `ZSLEvaluator.update` scores the images in GEMM blocks (BLAS spreads each GEMM over all
-cores); the rest of a block's per-image work (the max over M, the NaN check, the positives, the
-top-K hits) runs on one worker thread per core over row ranges of the block, while the next
-block's GEMM runs (after a call, BLAS threads spin-wait for ~0.1 s and would otherwise take a
-core from that work). numpy releases the GIL in these passes; the TP counts are sums and the
-per-range positives and kept-image masks are merged in image order, so the results do not
-depend on the number of threads. AP uses only the ranks of the positives: each label's column
-is sorted once (in column chunks) and the positives' scores are located by binary search; only
-a positive whose score ties with another image's score needs one extra comparison pass over its
-column.
+tensor (the caller scores with `sdl_tf.scoring`, eq. 1 in GEMM blocks). `update_scores` stores
+a batch and counts its positives and top-K hits in row chunks on the calling thread: each
+row's top-K sorts only the scores at or above a cheap lower bound on its K-th largest score,
+and that bound pass is also the NaN check. AP uses only the ranks of the positives: each
+label's column is sorted once (in column chunks, one worker thread per core: numpy releases
+the GIL in these copies and sorts, and each chunk writes only its own labels, so the results do
+not depend on the number of threads) and the positives' scores are located by binary search;
+only a positive whose score ties with another image's score needs one extra comparison pass
+over its column.
 """
 
 import concurrent.futures
-import contextlib
-import functools
 import os
 import threading
 
 import numpy as np
 
 PROTOCOLS = ("zsl", "gzsl")
-SCORINGS = ("max", "l2")  # as sdl_tf.scoring.SCORINGS (not imported: no TensorFlow here)
 
 # Rows per stored score block: ~64 MB blocks keep per-block Python overhead negligible whatever
 # the caller's batch size.
@@ -49,25 +46,14 @@ _BLOCK_BYTES = 1 << 26
 _MAX_AP_THREADS = 4
 # Rows per transposed tile when the AP slabs are built from the row-major score blocks.
 _TILE_ROWS = 256
-# Worker threads of the per-batch work (row ranges of each score block; see the module doc).
-_MAX_ROW_THREADS = 4
-# Rows per task of `update_scores` (bounds the per-task temporaries; tasks are merged in order).
-_TASK_ROWS = 256
+# Rows per chunk of `update_scores` (bounds the per-chunk temporaries; merged in order).
+_CHUNK_ROWS = 256
 # Column groups of the top-K bound in `_top_k_bound` (at least 4 K); rows of fewer than two
 # columns per group use the exact K-th largest score instead.
 _MIN_GROUPS = 256
 # Bits of the packed (row, score, label) sort key of `_top_k_entries`; wider keys (or other
 # dtypes than float32) fall back to np.lexsort.
 _SORT_KEY_BITS = 64
-# Images per score GEMM block in `numpy_scores` and `ZSLEvaluator.update` (into reused
-# workspaces; measured faster than smaller cache-sized blocks with OpenBLAS on 2 cores).
-_GEMM_BLOCK = 512
-
-
-def _check_scoring(scoring):
-    if scoring not in SCORINGS:
-        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
-    return scoring
 
 
 def _cpu_count():
@@ -75,114 +61,6 @@ def _cpu_count():
     if hasattr(os, "sched_getaffinity"):
         return max(1, min(len(os.sched_getaffinity(0)), os.cpu_count() or 1))
     return os.cpu_count() or 1
-
-
-@contextlib.contextmanager
-def _thread_pool(workers):
-    """A thread pool of `workers` threads, or None (run inline) for a single worker."""
-    if workers <= 1:
-        yield None
-        return
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        yield pool
-
-
-def _submit(pool, tasks):
-    """Starts the zero-argument callables `tasks` on `pool` (None: runs them now); futures."""
-    if pool is not None:
-        return [pool.submit(task) for task in tasks]
-    futures = []
-    for task in tasks:
-        futures.append(concurrent.futures.Future())
-        futures[-1].set_result(task())
-    return futures
-
-
-def _results(futures):
-    """The results of `futures`, in order (re-raises a task's error)."""
-    return [future.result() for future in futures]
-
-
-def _split(start, stop, parts):
-    """At most `parts` contiguous, near-equal, non-empty (start, stop) ranges of [start, stop)."""
-    n = stop - start
-    parts = max(1, min(parts, n))
-    return [(start + i * n // parts, start + (i + 1) * n // parts) for i in range(parts)]
-
-
-def _reduce_products(products, scoring, out):
-    """Scores (n, C) from the (n, M, C) products A t_c: max over M (eq. 1) or the l2 norm."""
-    if scoring == "max":
-        np.max(products, axis=1, out=out)
-    else:
-        np.sqrt(np.einsum("bmc,bmc->bc", products, products), out=out)
-
-
-def _products(matrices, vectors_t, workspace):
-    """The (B, M, C) products A t_c of a block of images: one BLAS GEMM (B*M, d) x (d, C).
-
-    Written into the reused `workspace` (no page faults of a fresh allocation).
-    """
-    b, m, d = matrices.shape
-    c = vectors_t.shape[1]
-    products = workspace.reshape(-1)[: b * m * c].reshape(b * m, c)
-    np.matmul(matrices.reshape(-1, d), vectors_t, out=products)
-    return products.reshape(b, m, c)
-
-
-def numpy_scores(
-    matrices,
-    vectors,
-    scoring="max",
-    out=None,
-    block_size=_GEMM_BLOCK,
-    workspace=None,
-    vectors_t=None,
-):
-    """NumPy (float32) twin of `sdl_tf.scoring.scores_from_matrices` (eq. 1 or l2).
-
-    Images are processed in blocks of `block_size`: each block is one BLAS GEMM
-    (block*M, d) x (d, C) into a reused workspace (no page faults of a fresh allocation), then
-    the max over the M rows (eq. 1) is one pass over that workspace. Never (B, M, C) at once
-    beyond one block.
-
-    Args:
-        matrices: (B, M, d) array.
-        vectors: (C, d) array.
-        scoring: "max" or "l2".
-        out: optional (B, C) float32 array to write the scores into.
-        block_size: images per GEMM block.
-        workspace: optional float32 array with at least block_size*M*C elements, reused.
-        vectors_t: optional C-contiguous float32 (d, C) transpose of `vectors`, reused.
-
-    Returns:
-        (B, C) float32 array of scores (`out` if given).
-    """
-    _check_scoring(scoring)
-    matrices = np.asarray(matrices, dtype=np.float32)
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if matrices.ndim != 3 or vectors.ndim != 2 or matrices.shape[2] != vectors.shape[1]:
-        raise ValueError(
-            f"expected matrices (B, M, d) and vectors (C, d) with the same d, got "
-            f"{matrices.shape} and {vectors.shape}"
-        )
-    b, m, d = matrices.shape
-    c = vectors.shape[0]
-    if out is None:
-        out = np.empty((b, c), np.float32)
-    elif out.shape != (b, c) or out.dtype != np.float32:
-        raise ValueError(f"out must be a float32 array of shape {(b, c)}, got {out.shape}")
-    block_size = max(1, min(block_size, b))
-    if workspace is None or workspace.size < block_size * m * c:
-        workspace = np.empty(block_size * m * c, np.float32)
-    if vectors_t is None:
-        vectors_t = np.ascontiguousarray(vectors.T)
-    for start in range(0, b, block_size):
-        stop = min(start + block_size, b)
-        _reduce_products(
-            _products(matrices[start:stop], vectors_t, workspace), scoring, out[start:stop]
-        )
-    return out
 
 
 def _top_k_bound(scores, k):
@@ -268,6 +146,9 @@ def _top_k_entries(scores, k, bound):
 def top_k_indices(scores, k):
     """Indices of the top-k scores per row: higher score first, ties -> lower index first.
 
+    The one NumPy top-K (P/R/F1@K here; row usage, predicted tags, retrieval); the export's
+    in-graph twin is ``tf.math.top_k`` (same tie rule).
+
     Only the scores at or above a cheap per-row lower bound on the k-th largest score
     (`_top_k_bound`) are sorted. The result is exact, including ties.
 
@@ -303,34 +184,21 @@ def _positive(labels):
 
 
 class _RowCounts:
-    """Per-row-range results of `ZSLEvaluator._count_rows` (merged in image order)."""
+    """Per-chunk results of `ZSLEvaluator._count_rows` (merged in image order)."""
 
-    __slots__ = ("offset", "has_nan", "pos_rows", "pos_cols", "keep", "num_pos", "tp")
+    __slots__ = ("offset", "pos_rows", "pos_cols", "keep", "num_pos", "tp")
 
 
 class ZSLEvaluator:
-    """Accumulates batches of matrices (or scores) and labels; reports ZSL and GZSL metrics.
+    """Accumulates batches of scores and labels; reports ZSL and GZSL metrics.
 
     Args:
-        label_vectors: (C, d) word vectors of all labels (in label-space order), or None to
-            only use `update_scores`.
         unseen_indices: indices of the unseen labels (ZSL evaluates only these).
         ks: top-K values for P/R/F1.
-        scoring: "max" (eq. 1) or "l2".
-        num_labels: C, needed only when `label_vectors` is None (else inferred from the first
-            batch).
+        num_labels: C (else inferred from the first batch).
     """
 
-    def __init__(self, label_vectors, unseen_indices, ks=(3, 5), scoring="max", num_labels=None):
-        self.scoring = _check_scoring(scoring)
-        self.label_vectors = None
-        if label_vectors is not None:
-            self.label_vectors = np.asarray(label_vectors, dtype=np.float32)
-            if self.label_vectors.ndim != 2:
-                raise ValueError(f"label_vectors must be (C, d), got {self.label_vectors.shape}")
-            num_labels = self.label_vectors.shape[0]
-            self._vectors_t = np.ascontiguousarray(self.label_vectors.T)
-        self._workspaces = None  # two reused GEMM output buffers (see `update`)
+    def __init__(self, unseen_indices, ks=(3, 5), num_labels=None):
         self.ks = tuple(int(k) for k in ks)
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"ks must be positive integers, got {ks}")
@@ -397,59 +265,6 @@ class ZSLEvaluator:
                 self._current = None
         return parts
 
-    def update(self, matrices, labels):
-        """Adds a batch of per-image matrices (B, M, d) with labels (B, C) in {0, 1}.
-
-        Raises:
-            ValueError: on wrong shapes, or if a score is NaN (the batch is then not added).
-        """
-        if self.label_vectors is None:
-            raise ValueError("update() needs label_vectors; use update_scores() instead")
-        matrices = np.asarray(matrices, dtype=np.float32)
-        if matrices.ndim != 3 or matrices.shape[2] != self.label_vectors.shape[1]:
-            raise ValueError(
-                f"expected matrices (B, M, {self.label_vectors.shape[1]}), got {matrices.shape}"
-            )
-        labels = self._check_batch(labels, matrices.shape[0], self.label_vectors.shape[0])
-        size = _GEMM_BLOCK * matrices.shape[1] * self.num_labels
-        if self._workspaces is None or self._workspaces[0].size < size:
-            self._workspaces = (np.empty(size, np.float32), np.empty(size, np.float32))
-        workers = min(_cpu_count(), _MAX_ROW_THREADS)
-        parts = self._reserve(matrices.shape[0])
-        # GEMM blocks: (store slice of their part, start and stop in the batch, start in the part).
-        blocks = [
-            (out, start + at, min(start + at + _GEMM_BLOCK, stop), at)
-            for out, start, stop in parts
-            for at in range(0, stop - start, _GEMM_BLOCK)
-        ]
-        counts, pending = [], []
-        try:
-            with _thread_pool(workers) as pool:
-                for i, (out, b0, b1, at) in enumerate(blocks):
-                    # Pipelined: the row-range tasks of the previous block (in the other
-                    # workspace) run during this GEMM, so BLAS threads are busy rather than
-                    # spin-waiting while they run.
-                    products = _products(matrices[b0:b1], self._vectors_t, self._workspaces[i % 2])
-                    counts += _results(pending)  # frees the other workspace for the next GEMM
-                    pending = _submit(
-                        pool,
-                        [
-                            functools.partial(
-                                self._count_rows,
-                                out[at + r0 : at + r1],
-                                labels[b0 + r0 : b0 + r1],
-                                b0 + r0,
-                                products[r0:r1],
-                            )
-                            for r0, r1 in _split(0, b1 - b0, workers)
-                        ],
-                    )
-                counts += _results(pending)
-        except BaseException:
-            self._rollback(matrices.shape[0])
-            raise
-        self._merge(counts, matrices.shape[0])
-
     def update_scores(self, scores, labels):
         """Adds a batch of tag scores (B, C) with labels (B, C) in {0, 1}.
 
@@ -460,25 +275,22 @@ class ZSLEvaluator:
         if scores.ndim != 2:
             raise ValueError(f"expected scores (B, C), got {scores.shape}")
         labels = self._check_batch(labels, scores.shape[0], scores.shape[1])
-        workers = min(_cpu_count(), _MAX_ROW_THREADS)
-        tasks = []
-        for out, start, stop in self._reserve(scores.shape[0]):
-            for r0 in range(start, stop, _TASK_ROWS):
-                r1 = min(r0 + _TASK_ROWS, stop)
-                tasks.append(
-                    functools.partial(
-                        self._count_rows,
-                        out[r0 - start : r1 - start],
-                        labels[r0:r1],
-                        r0,
-                        scores=scores[r0:r1],
-                    )
-                )
+        counts = []
         try:
-            with _thread_pool(min(workers, len(tasks))) as pool:
-                counts = _results(_submit(pool, tasks))
+            for out, start, stop in self._reserve(scores.shape[0]):
+                for r0 in range(start, stop, _CHUNK_ROWS):
+                    r1 = min(r0 + _CHUNK_ROWS, stop)
+                    chunk = self._count_rows(
+                        out[r0 - start : r1 - start], labels[r0:r1], r0, scores[r0:r1]
+                    )
+                    if chunk is None:
+                        raise ValueError(
+                            f"NaN scores in the batch starting at image {self._num_images} "
+                            "(check the model outputs)"
+                        )
+                    counts.append(chunk)
         except BaseException:
-            self._rollback(scores.shape[0])
+            self._rollback(scores.shape[0])  # all or nothing
             raise
         self._merge(counts, scores.shape[0])
 
@@ -492,33 +304,27 @@ class ZSLEvaluator:
             self._fill -= take
             rows -= take
 
-    def _count_rows(self, out, labels, offset, products=None, scores=None):
-        """Stores the scores of a row range of a batch and counts its positives and top-K hits.
-
-        Runs on a worker thread: it writes only `out` and returns its results.
+    def _count_rows(self, out, labels, offset, scores):
+        """Stores the scores of a chunk of a batch and counts its positives and top-K hits.
 
         Args:
             out: (n, C) float32 slice of the store for these rows.
             labels: (n, C) labels of these rows.
             offset: index of the first row in the batch.
-            products: (n, M, C) products A t_c to reduce into `out` (`update`), or
-            scores: (n, C) scores to copy into `out` (`update_scores`).
+            scores: (n, C) scores to copy into `out`.
 
         Returns:
-            A `_RowCounts`; only `offset` and `has_nan` are set if the scores hold a NaN.
+            A `_RowCounts`, or None if the scores hold a NaN.
         """
+        out[...] = scores
         res = _RowCounts()
         res.offset = offset
-        if products is not None:
-            _reduce_products(products, self.scoring, out)
-        else:
-            out[...] = scores
         n, c = out.shape
         # GZSL ranks all labels of every row (a dropped row has no positive, so no hit): its
         # bound pass over all the scores is also the NaN check.
-        bound, res.has_nan = _top_k_bound(out, min(max(self.ks), c)) if c else (None, False)
-        if res.has_nan:
-            return res
+        bound, has_nan = _top_k_bound(out, min(max(self.ks), c)) if c else (None, False)
+        if has_nan:
+            return None
         positive = _positive(labels)
         rows, cols = np.divmod(np.flatnonzero(positive), c)
         res.pos_rows, res.pos_cols = rows, cols.astype(np.int32)
@@ -554,13 +360,7 @@ class ZSLEvaluator:
         return res
 
     def _merge(self, counts, rows):
-        """Adds the row-range results of a batch of `rows` images (or rejects it on NaN)."""
-        if any(r.has_nan for r in counts):
-            self._rollback(rows)
-            raise ValueError(
-                f"NaN scores in the batch starting at image {self._num_images} "
-                "(check the model outputs)"
-            )
+        """Adds the per-chunk results of a batch of `rows` images."""
         for r in counts:
             self._pos_rows.append(r.pos_rows + (self._num_images + r.offset))
             self._pos_cols.append(r.pos_cols)
@@ -723,7 +523,7 @@ def evaluate_scores(scores, labels, unseen_indices, ks=(3, 5), batch_size=4096):
     labels = np.asarray(labels)
     if scores.ndim != 2 or scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal (N, C)")
-    evaluator = ZSLEvaluator(None, unseen_indices, ks=ks, num_labels=scores.shape[1])
+    evaluator = ZSLEvaluator(unseen_indices, ks=ks, num_labels=scores.shape[1])
     for start in range(0, scores.shape[0], batch_size):
         evaluator.update_scores(
             scores[start : start + batch_size], labels[start : start + batch_size]

@@ -13,7 +13,7 @@ import os
 
 import keras
 
-from sdl_tf import backbones
+from sdl_tf import backbones, gfile_utils
 from sdl_tf.config import ModelConfig
 
 FINAL_MODEL_NAME = "final.keras"
@@ -67,9 +67,10 @@ def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> kera
         import sdl_tf.losses  # noqa: F401
     except ImportError:
         pass
-    if not os.path.isfile(path):
+    if not gfile_utils.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
-    return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
+    with gfile_utils.local_copy(path) as local:  # e.g. gs://: Keras loads from a local copy
+        return keras.saving.load_model(local, compile=compile, safe_mode=safe_mode)
 
 
 def require_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME) -> None:
@@ -82,11 +83,11 @@ def require_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME) -> None:
 
     if not model_dir:
         raise FileNotFoundError(f"no model dir given: {cli.missing_model_hint('DIR')}")
-    if not os.path.isdir(model_dir):
+    if not gfile_utils.isdir(model_dir):
         raise FileNotFoundError(f"model dir {model_dir!r} does not exist (no finished training "
                                 f"run there): {cli.missing_model_hint(model_dir)}")
     for name in (filename, "labels.json"):
-        if not os.path.isfile(os.path.join(model_dir, name)):
+        if not gfile_utils.isfile(os.path.join(model_dir, name)):
             raise FileNotFoundError(
                 f"model dir {model_dir!r} has no {name}: not a finished training run "
                 f"(an unfinished one resumes with the same command); "
@@ -110,7 +111,7 @@ def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
     # Our own training output: a hub backbone (TFSMLayer) needs Keras' unsafe mode to reload.
     safe = True
     cfg_path = os.path.join(model_dir, "config.json")
-    if os.path.isfile(cfg_path):
+    if gfile_utils.isfile(cfg_path):
         from sdl_tf.config import load_config
 
         safe = not load_config(cfg_path).model.backbone.startswith(backbones.HUB_PREFIX)

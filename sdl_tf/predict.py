@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-from sdl_tf import atomic_io, report
+from sdl_tf import atomic_io, gfile_utils, report
+from sdl_tf.config_flags import config_from_flags, define_flags, field
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -39,13 +40,14 @@ def list_images(spec) -> list[str]:
     for item in (i.strip() for i in items):
         if not item:
             continue
-        if os.path.isdir(item):
+        if gfile_utils.isdir(item):
             found = []
-            for root, _, files in os.walk(item):
+            walk = os.walk if gfile_utils.is_local(item) else gfile_utils.gfile().walk
+            for root, _, files in walk(item):
                 found += [os.path.join(root, f) for f in files
                           if f.lower().endswith(IMAGE_EXTENSIONS)]
             paths += sorted(found)
-        elif os.path.isfile(item):
+        elif gfile_utils.isfile(item):
             paths.append(item)
         else:
             raise PredictError(f"image path {item!r} does not exist")
@@ -61,8 +63,7 @@ def image_id(path: str) -> str:
 def read_bytes(path: str) -> tuple[bytes, str]:
     """(contents, "") or (b"", error message) for an unreadable file."""
     try:
-        with open(path, "rb") as f:
-            return f.read(), ""
+        return gfile_utils.read_bytes(path), ""
     except OSError as e:
         return b"", f"cannot read {path}: {e.strerror or e}"
 
@@ -83,7 +84,7 @@ class Tagger:
             self._export = exporting.load_export(path)
             self.label_space = self._export.label_space
             self.source = "export"
-        elif os.path.isdir(path):
+        elif gfile_utils.isdir(path):
             from sdl_tf.model import load_model_dir
 
             self._model, self.label_space = load_model_dir(path)
@@ -164,10 +165,11 @@ def extra_label_vectors(extra_labels: str, dim: int | None, word_vectors: str | 
     """Names and l2-normalised vectors of extra labels.
 
     Args:
-      extra_labels: a label-vector file (see `sdl_tf.word_vectors.read_label_vector_file`), or
-        comma-separated words/phrases looked up in `word_vectors`.
+      extra_labels: a local label-vector file (see `sdl_tf.word_vectors.read_label_vector_file`),
+        or comma-separated words/phrases looked up in `word_vectors`.
       dim: the model's d (checked unless None).
-      word_vectors: gensim-loadable word-vector file, needed for comma-separated words.
+      word_vectors: local gensim-loadable word-vector file (gensim reads only local files),
+        needed for comma-separated words.
 
     Returns:
       (names list, vectors (n, d) float32).
@@ -221,20 +223,6 @@ def build_vocabulary(label_space, extra_labels: str | None = None,
                       np.concatenate(vectors).astype(np.float32))
 
 
-def scores_and_rows(matrices: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. (1) scores and their arg-max rows.
-
-    Args:
-      matrices: (N, M, d); vectors: (C, d).
-
-    Returns:
-      scores (N, C) = max_m (A t_c), rows (N, C) int = argmax_m (A t_c) (Figure 3's numbers).
-    """
-    n, m, d = matrices.shape
-    products = (matrices.reshape(n * m, d) @ vectors.T).reshape(n, m, -1)
-    return products.max(axis=1), products.argmax(axis=1)
-
-
 def progress(done: int, total: int, what: str, stream=None) -> None:
     stream = stream or sys.stderr
     if stream.isatty() or done == total:
@@ -260,10 +248,14 @@ def iterate_matrices(tagger: Tagger, paths, batch_size: int = 32, what: str = "i
 def tag_images(tagger: Tagger, paths, vocabulary: Vocabulary, top_k: int = 5,
                batch_size: int = 32, show_progress: bool = True) -> list[report.TaggedImage]:
     """Top-K tags of every image (failed images carry an `error` and no tags)."""
+    from sdl_tf import scoring
+
+    scorer = scoring.NumpyScorer(vocabulary.vectors)  # reused across batches
     results = []
     for batch, matrices, errors in iterate_matrices(tagger, paths, batch_size, "tagged",
                                                     show_progress):
-        scores, rows = scores_and_rows(matrices, vocabulary.vectors)
+        # Eq. (1) scores and their winning rows (Figure 3's numbers), (B, C) each.
+        scores, rows = scorer.scores_and_rows(matrices)
         for i, path in enumerate(batch):
             if errors[i]:
                 results.append(report.TaggedImage(image_id(path), path, (), errors[i]))
@@ -298,13 +290,15 @@ def write_json(results, path: str) -> None:
 class PredictConfig:
     """Configuration of `python -m sdl_tf.predict`."""
 
-    model: str
-    images: str
-    extra_labels: str | None = None
-    word_vectors: str | None = None
-    top_k: int = 5
-    output_dir: str | None = None
-    batch_size: int = 32
+    model: str = field(help="Export dir (saved_models/<name>[/<version>]) or model dir.",
+                       required=True)
+    images: str = field(help="Image folder, or comma-separated files/folders.", required=True)
+    extra_labels: str | None = field(
+        None, "Label-vector file, or comma-separated words (with --word_vectors).")
+    word_vectors: str | None = field(None, "Word-vector file to embed --extra_labels words.")
+    top_k: int = field(5, "Tags shown per image.")
+    output_dir: str | None = field(None, "Where to write grid.png, tags.html, tags.json.")
+    batch_size: int = field(32, "Images per model call.")
 
 
 def run_predict(config: PredictConfig, out=None) -> list[report.TaggedImage]:
@@ -318,7 +312,7 @@ def run_predict(config: PredictConfig, out=None) -> list[report.TaggedImage]:
     results = tag_images(tagger, paths, vocabulary, config.top_k, config.batch_size)
     print(format_results(results), file=out)
     if config.output_dir:
-        os.makedirs(config.output_dir, exist_ok=True)
+        gfile_utils.makedirs(config.output_dir)
         report.write_grid_png(results, os.path.join(config.output_dir, "grid.png"))
         report.write_html(results, os.path.join(config.output_dir, "tags.html"))
         write_json(results, os.path.join(config.output_dir, "tags.json"))
@@ -332,14 +326,7 @@ def main(argv):
 
     # TF/gensim INFO lines (signature renames, vector loading) drown the results.
     logging.set_verbosity(logging.WARNING)
-    from absl import flags
-
-    f = flags.FLAGS
-    config = PredictConfig(
-        model=f.model, images=f.images, extra_labels=f.extra_labels,
-        word_vectors=f.word_vectors, top_k=f.top_k, output_dir=f.output_dir,
-        batch_size=f.batch_size,
-    )
+    config = config_from_flags(PredictConfig)
     try:
         results = run_predict(config)
     except (PredictError, FileNotFoundError, ValueError) as e:
@@ -349,17 +336,7 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("model", None, "Export dir (saved_models/<name>[/<version>]) or model dir.")
-    flags.DEFINE_string("images", None, "Image folder, or comma-separated files/folders.")
-    flags.DEFINE_string("extra_labels", None,
-                        "Label-vector file, or comma-separated words (with --word_vectors).")
-    flags.DEFINE_string("word_vectors", None, "Word-vector file to embed --extra_labels words.")
-    flags.DEFINE_integer("top_k", 5, "Tags shown per image.")
-    flags.DEFINE_string("output_dir", None, "Where to write grid.png, tags.html, tags.json.")
-    flags.DEFINE_integer("batch_size", 32, "Images per model call.")
-    flags.mark_flags_as_required(["model", "images"])
+    define_flags(PredictConfig)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from sdl_tf import atomic_io
+from sdl_tf import atomic_io, gfile_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _thumbnail(source, size: int) -> Image.Image:
         if isinstance(source, np.ndarray):
             im = Image.fromarray(np.asarray(source, np.uint8), "RGB")
         else:
-            im = Image.open(source)
+            im = Image.open(io.BytesIO(gfile_utils.read_bytes(source)))
         with im:
             # contain() also enlarges small images so tiny demo images stay visible.
             im = ImageOps.contain(im.convert("RGB"), (size, size))
@@ -117,7 +117,7 @@ def write_grid_png(items, path: str, thumb: int = 192, columns: int = 4) -> str:
     grid = _render_grid(list(items), thumb, columns, None)
     buf = io.BytesIO()
     grid.save(buf, "PNG")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    gfile_utils.makedirs(os.path.dirname(path))
     atomic_io.atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
 
@@ -181,7 +181,7 @@ def write_html(items, path: str, thumb: int = 192, title: str = "SDL tags") -> s
         parts.append("</table></div>")
     parts.append("</body></html>\n")
     text = "\n".join(parts)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    gfile_utils.makedirs(os.path.dirname(path))
     atomic_io.atomic_write_text(path, text)
     return path
 
@@ -195,8 +195,11 @@ def top_tags(
       scores: (C,) scores; rows: (C,) arg-max rows; names: C names; unseen, extra: (C,) bool.
       top_k: K (capped at C).
     """
+    from sdl_tf.metrics import top_k_indices
+
     k = min(int(top_k), len(names))
-    order = np.argsort(-scores, kind="stable")[:k]
+    # Higher score first, ties -> lower label index (as the metrics' P/R@K and tf.math.top_k).
+    order = top_k_indices(np.asarray(scores)[None, :], k)[0] if k > 0 else ()
     return tuple(
         Tag(names[c], float(scores[c]), int(rows[c]), bool(unseen[c]), bool(extra[c]))
         for c in order

@@ -7,8 +7,9 @@ r"""Tag-based image retrieval over an index of per-image matrices A (paper secti
 "For tag-based image retrieval, for a query tag, we compute similarly r_ij for all given images
 and rank them": r_ij = max_m (A_i t_j) (eq. 1). The index stores every A_i once (float16 by
 default, i.e. N * M * d * 2 bytes), the image ids and the model's label space, in one `.npz`
-written with `np.savez` (no pickle). A query is one pass over the matrices: an
-(N*M, d) x (d, Q) product for a batch of Q tags, then a max over the M rows of each image.
+written with `np.savez` (no pickle). A query is one pass over the matrices with the NumPy
+eq. (1) of `sdl_tf.scoring` ((N*M, d) x (d, Q) products for a batch of Q tags, in blocks, then
+a max over the M rows of each image) and the top-K of `sdl_tf.metrics.top_k_indices`.
 Query tags are label names of the index (seen or unseen), or any word/phrase with a vector in
 `--word_vectors`.
 """
@@ -22,7 +23,9 @@ import time
 
 import numpy as np
 
-from sdl_tf import atomic_io
+from sdl_tf import atomic_io, gfile_utils, scoring
+from sdl_tf.config_flags import config_from_flags, define_flags, field
+from sdl_tf.metrics import top_k_indices
 
 INDEX_VERSION = 1
 # Rows of the (N*M, d) matrix per GEMM call: bounds the temporary (rows, Q) product.
@@ -55,8 +58,7 @@ class RetrievalIndex:
 
     def save(self, path: str, dtype: str = "float16") -> None:
         """Writes the index atomically with `np.savez` (no pickle: fixed-width str arrays)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        gfile_utils.makedirs(os.path.dirname(path))
         atomic_io.atomic_write(
             path,
             lambda f: np.savez(
@@ -72,10 +74,11 @@ class RetrievalIndex:
 
     @classmethod
     def load(cls, path: str) -> RetrievalIndex:
-        if not os.path.isfile(path):
+        if not gfile_utils.isfile(path):
             raise RetrievalError(f"index file {path} not found")
         try:
-            with np.load(path, allow_pickle=False) as f:
+            # A local copy for gs:// etc.: the .npz zip reader seeks, which GFile may not.
+            with gfile_utils.local_copy(path) as local, np.load(local, allow_pickle=False) as f:
                 if int(f["version"]) != INDEX_VERSION:
                     raise RetrievalError(f"{path}: index version {int(f['version'])}, "
                                          f"expected {INDEX_VERSION}")
@@ -98,7 +101,13 @@ class RetrievalIndex:
         Returns:
           (N, Q) float32.
         """
-        return score_matrices(self.matrices, vectors)
+        _, m, d = self.matrices.shape
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != d:
+            raise RetrievalError(f"query vectors must be (Q, {d}), got {vectors.shape}")
+        # Blocks of whole images, ~_CHUNK_ROWS matrix rows each; float32 GEMMs (a float16 index
+        # is cast block by block: NumPy float16 matmul is not BLAS).
+        return scoring.numpy_scores(self.matrices, vectors, block_size=max(1, _CHUNK_ROWS // m))
 
     def query(self, vectors: np.ndarray, top: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top images per query.
@@ -106,8 +115,14 @@ class RetrievalIndex:
         Returns:
           indices (Q, k) int64 into image_ids and scores (Q, k), best first, k = min(top, N).
         """
-        scores = self.scores(vectors)  # (N, Q)
-        return top_indices(scores.T, top)
+        scores = np.ascontiguousarray(self.scores(vectors).T)  # (Q, N)
+        k = min(int(top), scores.shape[1])
+        if k <= 0:
+            return np.zeros((scores.shape[0], 0), np.int64), np.zeros((scores.shape[0], 0),
+                                                                      np.float32)
+        # Higher score first, ties -> the image indexed first.
+        idx = top_k_indices(scores, k)
+        return idx, np.take_along_axis(scores, idx, axis=1)
 
     def tag_vectors(self, tags, word_vectors: str | None = None) -> np.ndarray:
         """(Q, d) vectors for query tags: index labels by name, other tags via `word_vectors`."""
@@ -132,41 +147,6 @@ class RetrievalIndex:
                                      f"d={self.label_vectors.shape[1]}")
             found.update(zip(others, vecs, strict=True))
         return np.stack([found[t] for t in tags]).astype(np.float32)
-
-
-def score_matrices(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Eq. (1) over an index: (N, M, d) x (Q, d) -> (N, Q), one pass over `matrices`.
-
-    The (N*M, d) view is multiplied in row chunks so the temporary product stays small;
-    float32 keeps the product on the BLAS path (NumPy float16 matmul is not BLAS).
-    """
-    n, m, d = matrices.shape
-    vectors = np.asarray(vectors, np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != d:
-        raise RetrievalError(f"query vectors must be (Q, {d}), got {vectors.shape}")
-    flat = matrices.reshape(n * m, d)
-    out = np.empty((n, vectors.shape[0]), np.float32)
-    rows_per_chunk = max(m, (_CHUNK_ROWS // m) * m)
-    vt = np.ascontiguousarray(vectors.T)
-    for start in range(0, n * m, rows_per_chunk):
-        stop = min(start + rows_per_chunk, n * m)
-        prod = flat[start:stop] @ vt
-        np.max(prod.reshape(-1, m, vt.shape[1]), axis=1, out=out[start // m:stop // m])
-    return out
-
-
-def top_indices(scores: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of scores (Q, N): indices and values of the `top` largest, best first."""
-    q, n = scores.shape
-    k = min(int(top), n)
-    if k <= 0:
-        return np.zeros((q, 0), np.int64), np.zeros((q, 0), np.float32)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else \
-        np.tile(np.arange(n), (q, 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    return idx, np.take_along_axis(scores, idx, axis=1)
 
 
 def build_index(tagger, paths, batch_size: int = 32, show_progress: bool = True):
@@ -206,19 +186,23 @@ def build_index(tagger, paths, batch_size: int = 32, show_progress: bool = True)
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-    model: str
-    images: str
-    index: str
-    batch_size: int = 32
-    dtype: str = "float16"
+    """`python -m sdl_tf.retrieval index`: index images with a model."""
+
+    model: str = field(help="index: export dir or model dir.")
+    images: str = field(help="index: image folder or comma-separated files.")
+    index: str = field(help="Index .npz path.")
+    batch_size: int = field(32, "index: images per model call.")
+    dtype: str = field("float16", "index: stored matrix dtype.", choices=("float16", "float32"))
 
 
 @dataclasses.dataclass(frozen=True)
 class QueryConfig:
+    """`python -m sdl_tf.retrieval query`: the top images of each tag (--index as IndexConfig)."""
+
     index: str
-    tags: tuple[str, ...]
-    word_vectors: str | None = None
-    top: int = 10
+    tags: tuple[str, ...]  # --tags is one comma-separated string flag (main splits it)
+    word_vectors: str | None = field(None, "query: word vectors for tags not in the index.")
+    top: int = field(10, "query: images returned per tag.")
 
 
 def run_index(config: IndexConfig, out=None) -> dict:
@@ -273,13 +257,13 @@ def main(argv):
             for name in ("model", "images", "index"):
                 if not getattr(f, name):
                     raise app.UsageError(f"index needs --{name}")
-            run_index(IndexConfig(f.model, f.images, f.index, f.batch_size, f.dtype))
+            run_index(config_from_flags(IndexConfig, f))
         else:
             for name in ("index", "tags"):
                 if not getattr(f, name):
                     raise app.UsageError(f"query needs --{name}")
             tags = tuple(t.strip() for t in f.tags.split(",") if t.strip())
-            run_query(QueryConfig(f.index, tags, f.word_vectors, f.top))
+            run_query(config_from_flags(QueryConfig, f, tags=tags))
     except RetrievalError as e:
         raise SystemExit(f"retrieval failed: {e}") from None
 
@@ -287,14 +271,9 @@ def main(argv):
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_string("model", None, "index: export dir or model dir.")
-    flags.DEFINE_string("images", None, "index: image folder or comma-separated files.")
-    flags.DEFINE_string("index", None, "Index .npz path.")
-    flags.DEFINE_integer("batch_size", 32, "index: images per model call.")
-    flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "index: stored matrix dtype.")
+    define_flags(IndexConfig)
+    define_flags(QueryConfig, exclude=("index", "tags"))  # --index is shared with IndexConfig
     flags.DEFINE_string("tags", None, "query: comma-separated query tags.")
-    flags.DEFINE_string("word_vectors", None, "query: word vectors for tags not in the index.")
-    flags.DEFINE_integer("top", 10, "query: images returned per tag.")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,15 @@ Requests follow TF Serving's REST predict API
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sys
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from sdl_tf.config_flags import config_from_flags, define_flags, field
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -184,17 +187,29 @@ class ServingClient:
         return np.asarray(self.predict(images, MATRICES)["matrices"], np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """Configuration of `python -m sdl_tf.serving_client`."""
+
+    images: str = field(help="Image folder or comma-separated files.", required=True)
+    server: str = field("http://localhost:8501", "TF Serving REST base URL.")
+    model_name: str = field("sdl", "Served model name.")
+    version: int | None = field(None, "Model version (default: latest loaded).")
+    extra_labels: str | None = field(
+        None, "Also score these tags: label-vector file or words (+ --word_vectors).")
+    word_vectors: str | None = field(None, "Word-vector file for --extra_labels words.")
+    timeout: float = field(30.0, "Seconds per request.")
+
+
 def main(argv):
     del argv
     from absl import logging
 
     # TF/gensim INFO lines (signature renames, vector loading) drown the results.
     logging.set_verbosity(logging.WARNING)
-    from absl import flags
-
     from sdl_tf import predict
 
-    f = flags.FLAGS
+    f = config_from_flags(ClientConfig)
     client = ServingClient(f.server, f.model_name, f.version, f.timeout)
     paths = predict.list_images(f.images)
     data = []
@@ -225,17 +240,7 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
-    flags.DEFINE_string("server", "http://localhost:8501", "TF Serving REST base URL.")
-    flags.DEFINE_string("model_name", "sdl", "Served model name.")
-    flags.DEFINE_integer("version", None, "Model version (default: latest loaded).")
-    flags.DEFINE_string("images", None, "Image folder or comma-separated files.")
-    flags.DEFINE_string("extra_labels", None,
-                        "Also score these tags: label-vector file or words (+ --word_vectors).")
-    flags.DEFINE_string("word_vectors", None, "Word-vector file for --extra_labels words.")
-    flags.DEFINE_float("timeout", 30.0, "Seconds per request.")
-    flags.mark_flag_as_required("images")
+    define_flags(ClientConfig)
 
 
 if __name__ == "__main__":

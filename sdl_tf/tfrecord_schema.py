@@ -19,7 +19,6 @@ Evaluation uses multi-hot targets over all labels (ZSL slices the unseen ones, G
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 
@@ -169,10 +168,11 @@ def list_shards(data_dir: str, split: str) -> list[str]:
       ValueError: shards of different set sizes, or some shards of the set are missing (e.g. one
         data-prep part has not finished).
     """
-    pattern = os.path.join(glob.escape(data_dir), f"{glob.escape(split)}-*-of-*{SHARD_SUFFIX}")
     found: dict[int, set[int]] = {}
-    for path in glob.glob(pattern):
-        m = _SHARD_RE.match(os.path.basename(path))
+    # listdir rather than glob: any tf.io.gfile filesystem, and no escaping of the names.
+    names = tf.io.gfile.listdir(data_dir) if tf.io.gfile.isdir(data_dir) else []
+    for name in names:
+        m = _SHARD_RE.match(name)
         if m is None or m.group("split") != split:
             continue
         found.setdefault(int(m.group("total")), set()).add(int(m.group("index")))

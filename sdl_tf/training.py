@@ -257,19 +257,20 @@ class Trainer:
 
 def _clear_run(model_dir: str) -> None:
     for name in (CHECKPOINT_DIR, LOG_DIR, "eval"):
-        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+        if tf.io.gfile.isdir(os.path.join(model_dir, name)):
+            tf.io.gfile.rmtree(os.path.join(model_dir, name))
     for name in (model_lib.FINAL_MODEL_NAME, "config.json", "flags.txt", "train_result.json"):
         path = os.path.join(model_dir, name)
-        if os.path.exists(path):
-            os.remove(path)
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
 
 
 def _check_compatible(model_dir: str, config: TrainConfig) -> None:
     """Refuses to resume a run whose model/data/loss differ (a checkpoint would not fit)."""
     path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path) as f:
         old = json.load(f)
     new = config.to_dict()
     keys = ("model", "batch_size", "reg_lambda", "use_sdw", "use_reg", "scoring", "loss_mode",
@@ -304,7 +305,10 @@ def _flag_value(v):
 
 
 def save_final_model(model: keras.Model, model_dir: str) -> str:
-    """Saves `final.keras` atomically (Keras wants the suffix, so the temp name keeps it)."""
+    """Saves `final.keras` atomically (Keras wants the suffix, so the temp name keeps it).
+
+    Keras saves to local paths only; for another filesystem `atomic_save` saves to a local
+    temporary file and copies it over."""
     path = os.path.join(model_dir, model_lib.FINAL_MODEL_NAME)
     atomic_io.atomic_save(path, model.save, suffix=".keras")
     return path
@@ -351,10 +355,10 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     chief = is_chief(strategy)
     model_dir = config.model_dir
     final_path = os.path.join(model_dir, model_lib.FINAL_MODEL_NAME)
-    if config.overwrite and chief and os.path.isdir(model_dir):
+    if config.overwrite and chief and tf.io.gfile.isdir(model_dir):
         log(f"--overwrite: discarding the previous run in {model_dir}")
         _clear_run(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
+    tf.io.gfile.makedirs(model_dir)
     _check_compatible(model_dir, config)
 
     num_train = data_lib.count_examples(config.data.data_dir, config.data.train_split)
@@ -398,7 +402,7 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
                 "use --overwrite to start again"
             )
         resumed_from = trainer.step
-        if resumed_from >= total_steps and os.path.isfile(final_path):
+        if resumed_from >= total_steps and tf.io.gfile.exists(final_path):
             log(f"{model_dir} is already trained ({config.epochs} epochs, step {resumed_from}); "
                 "nothing to do. Use --overwrite to retrain or raise --epochs to continue.")
             return {"status": "already_finished", "step": resumed_from,
@@ -468,7 +472,10 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
                 if bar is not None:
                     bar.update(step - epoch * steps_per_epoch,
                                [("loss", last["loss"]), ("lr", lr), ("img/s", ips)])
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+            # The epoch's last step is saved below: writing ckpt-<step> twice would rewrite
+            # its files in place (and TF's ram:// filesystem appends instead of truncating).
+            if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0
+                    and step % steps_per_epoch):
                 epoch_var.assign(epoch)
                 manager.save(checkpoint_number=step)
         if step != (epoch + 1) * steps_per_epoch:
@@ -620,12 +627,12 @@ def figure3_grid(model, images, ids, label_space, scoring: str = "max",
         uint8 (height, width, 3) RGB grid (`sdl_tf.report.grid_image`).
     """
     from sdl_tf import report
-    from sdl_tf.evaluation import _predict_fn, winning_rows
-    from sdl_tf.metrics import numpy_scores
+    from sdl_tf.evaluation import _predict_fn
+    from sdl_tf.scoring import numpy_scores_and_rows
 
     matrices = _predict_fn(model)(tf.constant(images)).numpy().astype(np.float32)  # (n, M, d)
-    scores = numpy_scores(matrices, label_space.vectors, scoring)  # (n, C), eq. (1)
-    rows = winning_rows(matrices, label_space.vectors, scoring)  # (n, C); n is small
+    # (n, C) scores (eq. 1) and winning rows; n is small.
+    scores, rows = numpy_scores_and_rows(matrices, label_space.vectors, scoring)
     no_extra = np.zeros(label_space.num_labels, bool)
     items = [report.TaggedImage(image_id, "", report.top_tags(
         scores[i], rows[i], label_space.names, label_space.unseen, no_extra, top_k))

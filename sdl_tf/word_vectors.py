@@ -10,6 +10,7 @@ Formats (`fmt`):
                        -> "word2vec_binary", a "<int> <int>" first line -> "word2vec_text",
                        another `.bin` -> "fasttext" (old models), otherwise "glove".
                        `.gz`/`.bz2` text files work as gensim reads them.
+Word-vector and label-vector files are local paths: gensim reads only the local filesystem.
 
 Label names are looked up the way word lists expect (see `lookup_candidates`): the whole name
 as one phrase token first ("traffic_light", "traffic-light", as given and lower-cased), then

@@ -41,8 +41,8 @@ def model_dir(demo_dir, tmp_path_factory):
 
 def _all_test_scores(model_dir, demo_dir):
     from sdl_tf import data as data_lib
-    from sdl_tf.metrics import numpy_scores
     from sdl_tf.model import load_model_dir
+    from sdl_tf.scoring import numpy_scores
 
     model, space = load_model_dir(model_dir)
     ds = data_lib.eval_dataset(DataConfig(data_dir=demo_dir), "test", image_size=32,
@@ -143,7 +143,7 @@ def test_label_space_mismatch_is_refused(model_dir, tmp_path):
 
 
 def _usage(matrices, vectors, k, scoring="max"):
-    from sdl_tf.metrics import numpy_scores
+    from sdl_tf.scoring import numpy_scores
 
     usage = evaluation.RowUsage(vectors, k, scoring)
     rows = usage.update(matrices, numpy_scores(matrices, vectors, scoring))
@@ -203,7 +203,7 @@ def test_row_usage_streams_like_one_batch():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(12, 6)).astype(np.float32)
     matrices = rng.normal(size=(9, 3, 6)).astype(np.float32)
-    from sdl_tf.metrics import numpy_scores
+    from sdl_tf.scoring import numpy_scores
 
     whole, _ = _usage(matrices, vectors, k=5)
     usage = evaluation.RowUsage(vectors, 5)
@@ -234,10 +234,15 @@ def test_row_usage_single_row():
 
 
 def test_winning_rows_l2_picks_the_largest_magnitude():
+    from sdl_tf.scoring import numpy_scores_and_rows
+
     a = np.array([[[1.0, 0.0], [-3.0, 0.0]]], np.float32)
     vectors = np.array([[1.0, 0.0]], np.float32)
-    assert evaluation.winning_rows(a, vectors, "max")[0, 0] == 0  # 1 > -3
-    assert evaluation.winning_rows(a, vectors, "l2")[0, 0] == 1  # |-3| dominates ||A t||
+    assert numpy_scores_and_rows(a, vectors, "max")[1][0, 0] == 0  # 1 > -3
+    assert numpy_scores_and_rows(a, vectors, "l2")[1][0, 0] == 1  # |-3| dominates ||A t||
+    # The same through RowUsage (per-image top-K vectors): one image, one label.
+    for scoring, row in (("max", 0), ("l2", 1)):
+        assert _usage(a, vectors, k=1, scoring=scoring)[1][0, 0] == row
 
 
 def test_evaluate_reports_row_usage(model_dir, tmp_path):

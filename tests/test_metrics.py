@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from sdl_tf import metrics
+from sdl_tf import metrics, scoring
 
 KS = (3, 5, 10)
 
@@ -46,9 +46,10 @@ def test_golden_streaming_from_matrices(golden_dir, monkeypatch):
     # Tiny store blocks so batches straddle block boundaries.
     monkeypatch.setattr(metrics, "_BLOCK_BYTES", 600)
     for g in _golden_cases(golden_dir):
-        evaluator = metrics.ZSLEvaluator(g["wordvecs"], g["unseen"], ks=KS)
+        evaluator = metrics.ZSLEvaluator(g["unseen"], ks=KS)
         for start in range(0, g["A"].shape[0], 37):
-            evaluator.update(g["A"][start : start + 37], g["labels"][start : start + 37])
+            scores = scoring.numpy_scores(g["A"][start : start + 37], g["wordvecs"])
+            evaluator.update_scores(scores, g["labels"][start : start + 37])
         assert len(evaluator._blocks) > 1
         _assert_matches_golden(evaluator.result(), g)
 
@@ -157,35 +158,36 @@ def test_k_larger_than_evaluated_labels():
     assert res["P@1"] == 100.0  # label 2 (0.5) beats label 3 (0.3)
 
 
-def test_update_scores_and_update_agree():
+def test_numpy_scores_and_brute_force_scores_agree():
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(9, 5))
     matrices = rng.normal(size=(30, 3, 5))
     labels = (rng.random((30, 9)) < 0.3).astype(int)
-    a = metrics.ZSLEvaluator(vectors, [1, 4], ks=(2,))
-    b = metrics.ZSLEvaluator(None, [4, 1], ks=(2,), num_labels=9)
+    a = metrics.ZSLEvaluator([1, 4], ks=(2,))
+    b = metrics.ZSLEvaluator([4, 1], ks=(2,), num_labels=9)
+    scorer = scoring.NumpyScorer(vectors)  # as sdl_tf.evaluation: one scorer, many batches
     for s in range(0, 30, 8):
-        a.update(matrices[s : s + 8], labels[s : s + 8])
+        a.update_scores(scorer.scores(matrices[s : s + 8]), labels[s : s + 8])
         b.update_scores((matrices[s : s + 8] @ vectors.T).max(1), labels[s : s + 8])
     ra, rb = a.result(), b.result()
     for protocol in ("zsl", "gzsl"):
         for key in ("mAP", "P@2", "R@2", "F1@2", "num_images"):
             assert ra[protocol][key] == pytest.approx(rb[protocol][key], abs=1e-9)
     # l2 scoring uses the norm of A t.
-    c = metrics.ZSLEvaluator(vectors, [1, 4], ks=(2,), scoring="l2")
-    c.update(matrices, labels)
+    c = metrics.ZSLEvaluator([1, 4], ks=(2,))
+    c.update_scores(scoring.numpy_scores(matrices, vectors, "l2"), labels)
     ref = metrics.evaluate_scores(np.linalg.norm(matrices @ vectors.T, axis=1), labels, [1, 4])
     assert c.result()["gzsl"]["mAP"] == pytest.approx(ref["gzsl"]["mAP"], abs=1e-4)
 
 
 def test_errors_and_nan_rollback():
-    evaluator = metrics.ZSLEvaluator(None, [0], ks=(1,), num_labels=3)
+    evaluator = metrics.ZSLEvaluator([0], ks=(1,), num_labels=3)
     with pytest.raises(ValueError, match="no batch"):
-        metrics.ZSLEvaluator(None, [0]).result()
+        metrics.ZSLEvaluator([0]).result()
     with pytest.raises(ValueError, match="labels"):
         evaluator.update_scores(np.zeros((2, 3)), np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="needs label_vectors"):
-        evaluator.update(np.zeros((1, 1, 2)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match=r"expected scores \(B, C\)"):  # matrices, not scores
+        evaluator.update_scores(np.zeros((1, 1, 2)), np.zeros((1, 3)))
     evaluator.update_scores([[0.3, 0.1, 0.2]], [[1, 0, 0]])
     with pytest.raises(ValueError, match="NaN scores in the batch starting at image 1"):
         evaluator.update_scores([[np.nan, 0.1, 0.2]], [[0, 1, 0]])
@@ -193,9 +195,9 @@ def test_errors_and_nan_rollback():
     assert res["gzsl"]["num_images"] == 1 and res["gzsl"]["mAP"] == 100.0
     assert res["gzsl"]["num_labels_without_positive"] == 2
     with pytest.raises(ValueError, match="out of range"):
-        metrics.ZSLEvaluator(None, [5], num_labels=3)
+        metrics.ZSLEvaluator([5], num_labels=3)
     with pytest.raises(ValueError, match="duplicates"):
-        metrics.ZSLEvaluator(None, [1, 1], num_labels=3)
+        metrics.ZSLEvaluator([1, 1], num_labels=3)
 
 
 def _assert_same_result(a, b):
@@ -218,29 +220,29 @@ def _tied_batches(rng, n, num_labels, m=3, d=4):
 
 
 @pytest.mark.parametrize("num_labels", [40, 1300])  # exact-bound path and group-bound path
-def test_threaded_row_ranges_match_single_thread(num_labels, monkeypatch):
-    # Small GEMM blocks, store blocks and update_scores tasks, so that batches span several of
-    # each and none is a multiple of the 3-way split.
-    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 8)
-    monkeypatch.setattr(metrics, "_TASK_ROWS", 5)
+def test_results_do_not_depend_on_threads_or_chunks(num_labels, monkeypatch):
+    # Small GEMM blocks, store blocks and update_scores chunks, so that batches span several of
+    # each; 1 or 3 AP worker threads.
+    monkeypatch.setattr(metrics, "_CHUNK_ROWS", 5)
     monkeypatch.setattr(metrics, "_BLOCK_BYTES", 4 * num_labels * 23)
     rng = np.random.default_rng(3)
     vectors, matrices, labels = _tied_batches(rng, 101, num_labels)
     unseen = rng.choice(num_labels, size=12, replace=False)
+    scorer = scoring.NumpyScorer(vectors, block_size=8)
     results = {}
     for threads in (1, 3):
         monkeypatch.setattr(metrics, "_cpu_count", lambda threads=threads: threads)
-        a = metrics.ZSLEvaluator(vectors, unseen, ks=KS)
-        b = metrics.ZSLEvaluator(None, unseen, ks=KS, num_labels=num_labels)
+        a = metrics.ZSLEvaluator(unseen, ks=KS)
+        b = metrics.ZSLEvaluator(unseen, ks=KS, num_labels=num_labels)
         for start in range(0, 101, 37):
-            a.update(matrices[start : start + 37], labels[start : start + 37])
+            a.update_scores(scorer.scores(matrices[start : start + 37]), labels[start : start + 37])
             b.update_scores(
                 (matrices[start : start + 37] @ vectors.T).max(1), labels[start : start + 37]
             )
         results[threads] = a.result(), b.result()
     for i in range(2):
         _assert_same_result(results[1][i], results[3][i])
-    _assert_same_result(results[1][0], results[1][1])  # update == update_scores
+    _assert_same_result(results[1][0], results[1][1])  # blocked GEMM == brute-force scores
     ref = _reference((matrices @ vectors.T).max(1), labels, unseen, KS)
     for protocol in ("zsl", "gzsl"):
         assert abs(results[3][0][protocol]["mAP"] - ref[protocol]["mAP"]) < 1e-9
@@ -249,56 +251,60 @@ def test_threaded_row_ranges_match_single_thread(num_labels, monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_nan_in_a_later_block_rolls_back(threads, monkeypatch):
-    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 4)
-    monkeypatch.setattr(metrics, "_TASK_ROWS", 3)
+    monkeypatch.setattr(metrics, "_CHUNK_ROWS", 3)
     monkeypatch.setattr(metrics, "_BLOCK_BYTES", 4 * 600 * 10)
     monkeypatch.setattr(metrics, "_cpu_count", lambda: threads)
     rng = np.random.default_rng(4)
     vectors, matrices, labels = _tied_batches(rng, 40, 600)
-    good = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
-    good.update(matrices[:13], labels[:13])
-    for method in ("update", "update_scores"):
-        evaluator = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
-        evaluator.update(matrices[:13], labels[:13])
+    scorer = scoring.NumpyScorer(vectors, block_size=4)
+
+    def update(evaluator, lo, hi):
+        evaluator.update_scores(scorer.scores(matrices[lo:hi]), labels[lo:hi])
+
+    good = metrics.ZSLEvaluator([1, 5, 9], ks=KS)
+    update(good, 0, 13)
+    for method in ("numpy_scores", "brute_force"):
+        evaluator = metrics.ZSLEvaluator([1, 5, 9], ks=KS)
+        update(evaluator, 0, 13)
         bad = matrices[13:40].copy()
-        bad[22, 1, 0] = np.nan  # image 35: the last GEMM block, the last row range
-        if method == "update":
-            args = (bad, labels[13:40])
+        bad[22, 1, 0] = np.nan  # image 35: the last GEMM block, the last row chunk
+        if method == "numpy_scores":
+            args = (scorer.scores(bad), labels[13:40])
         else:
             args = ((bad @ vectors.T).max(1), labels[13:40])
         with pytest.raises(ValueError, match="NaN scores in the batch starting at image 13"):
-            getattr(evaluator, method)(*args)
+            evaluator.update_scores(*args)
         _assert_same_result(evaluator.result(), good.result())
         # The evaluator goes on as if the batch had never been added.
-        evaluator.update(matrices[13:40], labels[13:40])
-        reference = metrics.ZSLEvaluator(vectors, [1, 5, 9], ks=KS)
-        reference.update(matrices[:40], labels[:40])
+        update(evaluator, 13, 40)
+        reference = metrics.ZSLEvaluator([1, 5, 9], ks=KS)
+        update(reference, 0, 40)
         _assert_same_result(evaluator.result(), reference.result())
 
 
-def test_worker_error_rolls_back(monkeypatch):
-    monkeypatch.setattr(metrics, "_GEMM_BLOCK", 4)
-    monkeypatch.setattr(metrics, "_cpu_count", lambda: 2)
+def test_chunk_error_rolls_back(monkeypatch):
+    monkeypatch.setattr(metrics, "_CHUNK_ROWS", 4)
     rng = np.random.default_rng(5)
     vectors, matrices, labels = _tied_batches(rng, 20, 30)
-    evaluator = metrics.ZSLEvaluator(vectors, [2], ks=KS)
-    evaluator.update(matrices[:6], labels[:6])
+    scores = scoring.numpy_scores(matrices, vectors)
+    evaluator = metrics.ZSLEvaluator([2], ks=KS)
+    evaluator.update_scores(scores[:6], labels[:6])
     count_rows = metrics.ZSLEvaluator._count_rows
 
     def failing(self, out, labels, offset, *args, **kwargs):
         if offset >= 8:
-            raise MemoryError("worker failure")
+            raise MemoryError("chunk failure")
         return count_rows(self, out, labels, offset, *args, **kwargs)
 
     monkeypatch.setattr(metrics.ZSLEvaluator, "_count_rows", failing)
     with pytest.raises(MemoryError):
-        evaluator.update(matrices[6:20], labels[6:20])
+        evaluator.update_scores(scores[6:20], labels[6:20])
     monkeypatch.setattr(metrics.ZSLEvaluator, "_count_rows", count_rows)
     assert evaluator._num_images == 6 and evaluator._fill == 6
-    evaluator.update(matrices[6:20], labels[6:20])
-    evaluator.update(matrices[:0], labels[:0])  # an empty batch changes nothing
-    reference = metrics.ZSLEvaluator(vectors, [2], ks=KS)
-    reference.update(matrices, labels)
+    evaluator.update_scores(scores[6:20], labels[6:20])
+    evaluator.update_scores(scores[:0], labels[:0])  # an empty batch changes nothing
+    reference = metrics.ZSLEvaluator([2], ks=KS)
+    reference.update_scores(scores, labels)
     _assert_same_result(evaluator.result(), reference.result())
 
 
@@ -347,7 +353,7 @@ def test_nan_anywhere_in_a_batch_is_detected(num_labels):
     for col in (0, 1, 255, 256, num_labels // 2, num_labels - 1):
         scores = np.zeros((6, num_labels), np.float32)
         scores[4, min(col, num_labels - 1)] = np.nan
-        evaluator = metrics.ZSLEvaluator(None, [0], ks=(1, 3), num_labels=num_labels)
+        evaluator = metrics.ZSLEvaluator([0], ks=(1, 3), num_labels=num_labels)
         with pytest.raises(ValueError, match="NaN scores"):
             evaluator.update_scores(scores, np.ones((6, num_labels)))
         assert evaluator._num_images == 0 and evaluator._fill == 0

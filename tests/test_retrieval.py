@@ -16,25 +16,45 @@ from tests.test_predict import write_word2vec
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
-def test_score_matrices_matches_brute_force_across_chunks(monkeypatch):
+def _index(matrices):
+    n = matrices.shape[0]
+    return retrieval.RetrievalIndex(
+        image_ids=np.asarray([f"i{i}" for i in range(n)]), matrices=matrices,
+        label_names=np.asarray(["a"]), label_unseen=np.zeros(1, bool),
+        label_vectors=np.zeros((1, matrices.shape[2]), np.float32))
+
+
+def test_index_scores_match_brute_force_across_chunks(monkeypatch):
     rng = np.random.default_rng(0)
     mats = rng.normal(size=(50, 7, 12)).astype(np.float32)
     vecs = rng.normal(size=(4, 12)).astype(np.float32)
     brute = np.einsum("nmd,qd->nmq", mats, vecs).max(axis=1)  # r = max_m (A t), eq. (1)
     # 7 * 3 = 21 rows per chunk: chunk boundaries fall inside the 50-image array.
     monkeypatch.setattr(retrieval, "_CHUNK_ROWS", 21)
-    np.testing.assert_allclose(retrieval.score_matrices(mats, vecs), brute, rtol=1e-5, atol=1e-5)
+    index = _index(mats)
+    np.testing.assert_allclose(index.scores(vecs), brute, rtol=1e-5, atol=1e-5)
+    # A float16 index (as saved) scores like its float32 copy.
+    np.testing.assert_array_equal(_index(mats.astype(np.float16)).scores(vecs),
+                                  _index(mats.astype(np.float16).astype(np.float32)).scores(vecs))
     with pytest.raises(retrieval.RetrievalError, match=r"\(Q, 12\)"):
-        retrieval.score_matrices(mats, vecs[:, :5])
+        index.scores(vecs[:, :5])
 
 
-def test_top_indices():
+def test_query_top_indices():
     scores = np.array([[0.1, 0.9, 0.5, 0.7], [3.0, 1.0, 2.0, 0.0]], np.float32)
-    idx, val = retrieval.top_indices(scores, 2)
+    # M = 1, d = 2 and unit query vectors: r(image i, query q) = A_i[q] = scores[q, i].
+    index = _index(np.ascontiguousarray(scores.T[:, None, :]))
+    queries = np.eye(2, dtype=np.float32)
+    idx, val = index.query(queries, 2)
     np.testing.assert_array_equal(idx, [[1, 3], [0, 2]])
     np.testing.assert_allclose(val, [[0.9, 0.7], [3.0, 2.0]])
-    idx, _ = retrieval.top_indices(scores, 10)  # more than N: all, sorted
+    idx, _ = index.query(queries, 10)  # more than N: all, sorted
     np.testing.assert_array_equal(idx, [[1, 3, 2, 0], [0, 2, 1, 3]])
+    idx, val = index.query(queries, 0)
+    assert idx.shape == val.shape == (2, 0)
+    # Ties: the image indexed first comes first.
+    idx, _ = _index(np.ones((5, 1, 2), np.float32)).query(queries, 3)
+    np.testing.assert_array_equal(idx, [[0, 1, 2], [0, 1, 2]])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,172 @@
+"""Tests for sdl_tf.config_flags: absl flags generated from config dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+from absl import flags
+
+from sdl_tf import config_flags
+from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
+from sdl_tf.config_flags import field
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    size: int = field(3, "Inner size.", lower_bound=1)
+    rate: float = field(0.5, "Inner rate.")
+    hidden: int = field(7, "Not a flag.", flag=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    path: str = field("", "Required path.", required=True)
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    name: str = field("a", "A name.")
+    mode: str = field("flip", "A mode.", choices=("imagenet", "flip"))
+    verbose: bool = field(False, "Verbose.")
+    ks: tuple[int, ...] = field((3, 5), "K values.")
+    words: tuple[str, ...] = field((), "Words.")
+    limit: int | None = field(None, "Optional limit.")
+    skipped: str = field("x", "Excluded by the caller.")
+
+
+def _define(cls=Toy, **kwargs) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    config_flags.define_flags(cls, flag_values=fv, **kwargs)
+    return fv
+
+
+def test_flag_types_defaults_and_help():
+    fv = _define(exclude=("skipped",))
+    assert set(fv) == {"path", "size", "rate", "name", "mode", "verbose", "ks", "words", "limit"}
+    parsers = {n: type(fv[n].parser).__name__ for n in fv}
+    assert parsers == {"path": "ArgumentParser", "size": "IntegerParser", "rate": "FloatParser",
+                       "name": "ArgumentParser", "mode": "EnumParser", "verbose": "BooleanParser",
+                       "ks": "ListParser", "words": "ListParser", "limit": "IntegerParser"}
+    assert fv["mode"].parser.enum_values == ["imagenet", "flip"]
+    assert fv["size"].parser.lower_bound == 1
+    # Required flags default to None (absl's convention); the others to the field default.
+    assert (fv["path"].default, fv["ks"].default, fv["words"].default, fv["limit"].default) == (
+        None, ["3", "5"], [], None)
+    assert fv["rate"].help == "Inner rate." and fv["mode"].help.endswith("A mode.")
+    # The flags belong to the module calling define_flags (absl key flags, listed by --help).
+    assert fv.find_module_defining_flag("size") == __name__
+
+
+def test_round_trip_flags_to_config():
+    fv = _define(exclude=("skipped",))
+    fv(["prog", "--path=p", "--size=4", "--rate=0.25", "--mode=imagenet", "--verbose",
+        "--ks=1,10", "--words=a, b", "--limit=9"])
+    cfg = config_flags.config_from_flags(Toy, fv, exclude=("skipped",))
+    assert cfg == Toy(path="p", inner=Inner(size=4, rate=0.25), mode="imagenet", verbose=True,
+                      ks=(1, 10), words=("a", "b"), limit=9)
+    fv.unparse_flags()
+    fv(["prog", "--path=q"])
+    assert config_flags.config_from_flags(Toy, fv, exclude=("skipped",)) == Toy(path="q")
+    # Values given directly replace flags (e.g. a field parsed from a hand-defined flag).
+    assert config_flags.config_from_flags(Toy, fv, skipped="y").skipped == "y"
+
+
+def test_required_bounds_enum_and_bad_types():
+    fv = _define(exclude=("skipped",))
+    with pytest.raises(flags.IllegalFlagValueError, match="path"):
+        fv(["prog"])
+    for bad in ("--size=0", "--mode=crop"):
+        with pytest.raises(flags.IllegalFlagValueError):
+            _define(exclude=("skipped",))(["prog", "--path=p", bad])
+    fv = _define(exclude=("skipped",), required=("name",), overrides={"size": 9})
+    assert (fv["name"].default, fv["size"].default) == (None, 9)
+
+    @dataclasses.dataclass
+    class Bad:
+        pairs: tuple[tuple[str, str], ...] = ()
+
+    with pytest.raises(TypeError, match="Bad.pairs"):
+        _define(Bad)
+    assert not list(_define(Bad, exclude=("pairs",)))
+
+
+def _flattened_fields(cls):
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):
+            yield from _flattened_fields(f.default_factory)
+        else:
+            yield f
+
+
+# The training flags as they were hand-written in sdl_tf/train.py; names must not change
+# (configs/*.flags and every run's flags.txt use them).
+TRAIN_FLAGS = {
+    "augment", "augment_mode", "backbone", "batch_size", "checkpoint_every_steps", "cutout",
+    "data_dir", "div_factor", "dropout", "epochs", "eval_batch_size", "eval_ks",
+    "exclude_bias_norm_from_decay", "final_div_factor", "image_size", "jit_compile",
+    "learning_rate", "log_every_steps", "loss_mode", "max_checkpoints", "max_eval_images",
+    "min_crop_area", "mixed_precision", "model_dir", "num_parallel_calls", "num_rows",
+    "overwrite", "rand_augment", "rand_augment_factor", "reg_lambda", "scoring", "seed",
+    "shuffle_buffer", "steps_per_epoch", "strategy", "tpu_address", "train_split",
+    "trainable_backbone", "use_reg", "use_sdw", "val_fraction", "val_split", "warmup_fraction",
+    "weight_decay", "weight_decay_mode", "weights",
+}
+
+
+def test_every_train_config_field_has_a_flag_with_help():
+    fv = _define(TrainConfig)
+    assert set(fv) == TRAIN_FLAGS
+    fields = list(_flattened_fields(TrainConfig))
+    for f in fields:
+        assert f.metadata.get("help"), f.name  # every field documented, flag or not
+        assert (f.name in fv) == f.metadata.get("flag", True), f.name
+    assert {f.name for f in fields} - set(fv) == {"dim", "test_split", "cache_eval"}
+    assert fv["model_dir"].default is None and fv["data_dir"].default is None  # required
+    assert fv["strategy"].parser.enum_values == ["default", "mirrored", "multi_worker", "tpu"]
+    assert fv["augment_mode"].parser.enum_values == ["imagenet", "flip", "resize"]
+
+
+def _parse_train(*args) -> tuple[TrainConfig, str]:
+    fv = _define(TrainConfig)
+    fv(["train", *args])
+    # As sdl_tf.train writes flags.txt: sorted, --overwrite left out.
+    text = "\n".join(fv[n].serialize() for n in sorted(fv) if n != "overwrite")
+    return config_flags.config_from_flags(TrainConfig, fv), text
+
+
+def test_coco_flagfile_parses_to_the_same_config(monkeypatch):
+    monkeypatch.chdir(REPO)  # the flagfile includes configs/base.flags relative to the repo
+    cfg, text = _parse_train("--flagfile=configs/coco.flags")
+    # Recorded from the hand-written flags before the generator replaced them.
+    assert cfg == TrainConfig(
+        model_dir="runs/coco", data=DataConfig(data_dir="data/coco", shuffle_buffer=4096),
+        model=ModelConfig(num_rows=2), epochs=20, batch_size=32, checkpoint_every_steps=1000,
+        log_every_steps=50, eval_ks=(3,), eval_batch_size=128)
+    assert "--eval_ks=3\n" in text and "--tpu_address=\n" in text
+
+
+def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg, text = _parse_train("--flagfile=configs/demo.flags")
+    assert cfg == TrainConfig(
+        model_dir="demo_out/sdl",
+        data=DataConfig(data_dir="demo_out/data", shuffle_buffer=1024, augment_mode="flip"),
+        model=ModelConfig(backbone="small_cnn", weights="none", image_size=64, num_rows=3,
+                          dropout=0.2),
+        epochs=15, steps_per_epoch=100, batch_size=32, learning_rate=2e-3, reg_lambda=0.03,
+        checkpoint_every_steps=500, log_every_steps=20, eval_batch_size=128, eval_ks=(3, 5))
+    # flags.txt of a demo run, recorded before the generator replaced the hand-written flags.
+    assert text.split("\n") == (
+        "--augment --augment_mode=flip --backbone=small_cnn --batch_size=32 "
+        "--checkpoint_every_steps=500 --cutout=0.5 --data_dir=demo_out/data --div_factor=25.0 "
+        "--dropout=0.2 --epochs=15 --eval_batch_size=128 --eval_ks=3,5 "
+        "--noexclude_bias_norm_from_decay --final_div_factor=10000.0 --image_size=64 "
+        "--nojit_compile --learning_rate=0.002 --log_every_steps=20 --loss_mode=paper "
+        "--max_checkpoints=3 --max_eval_images=0 --min_crop_area=0.25 --nomixed_precision "
+        "--model_dir=demo_out/sdl --num_parallel_calls=-1 --num_rows=3 --norand_augment "
+        "--rand_augment_factor=0.5 --reg_lambda=0.03 --scoring=max --seed=0 "
+        "--shuffle_buffer=1024 --steps_per_epoch=100 --strategy=default --tpu_address= "
+        "--train_split=train --trainable_backbone --use_reg --use_sdw --val_fraction=0.0 "
+        "--val_split=val --warmup_fraction=0.2 --weight_decay=0.0003 "
+        "--weight_decay_mode=decoupled --weights=none").split(" ")
