@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sdl_tf import losses, scoring  # noqa: E402
+from sdl_tf.modeling import losses, scoring  # noqa: E402
 
 # name: (B, M, d, C, mean positives per image, fraction of verified negatives)
 CASES = {

@@ -1,17 +1,17 @@
 """Benchmark: ZSL/GZSL evaluation as `sdl_tf.evaluate` runs it, against its floors.
 
-(a) `sdl_tf.evaluation.evaluate` end to end (TFRecords -> JPEG decoding -> model -> eq. (1)
-    scores -> metrics, row usage, diverse subset -> output files) on a small model (`tiny`
+(a) `sdl_tf.evaluation.evaluator.evaluate` end to end (TFRecords -> JPEG decoding -> model ->
+    eq. (1) scores -> metrics, row usage, diverse subset -> output files) on a small model (`tiny`
     backbone, M = 3, on the 64x64 `data_prep.demo` test split, random weights) against the
     model's forward pass alone on the same images (decoded beforehand, in memory) at the same
     batch size.
 (b) Open Images scale (C = 7,586 labels, 400 unseen, M = 7, d = 300, ks = 10, 20, batch 64 as
-    `--batch_size` defaults): `sdl_tf.evaluation.predict_and_evaluate`, i.e. the calls evaluate
-    makes per batch after the forward pass (NumPy eq. (1) scores, `ZSLEvaluator.update_scores`,
-    row usage, the diverse subset) and at the end (`result()`), on random matrices fed through
-    an identity "model", against the bare score GEMM: one (B*M, d) x (d, C) matmul per batch
-    into a reused buffer, run batch by batch just before evaluation takes the batch (so both
-    sides see the same machine load) and subtracted from the evaluation's time.
+    `--batch_size` defaults): `sdl_tf.evaluation.evaluator.predict_and_evaluate`, i.e. the calls
+    evaluate makes per batch after the forward pass (NumPy eq. (1) scores,
+    `ZSLEvaluator.update_scores`, row usage, the diverse subset) and at the end (`result()`), on
+    random matrices fed through an identity "model", against the bare score GEMM: one (B*M, d) x (d,
+    C) matmul per batch into a reused buffer, run batch by batch just before evaluation takes the
+    batch (so both sides see the same machine load) and subtracted from the evaluation's time.
 
 Each side of a ratio is timed `--repeats` times ((a): alternately, as the machine may be
 shared); the best time of each side is reported. Ratio = time / floor time (1.0 = nothing
@@ -50,11 +50,11 @@ def _best_alternating(fns, repeats):
 def bench_end_to_end(num_images, batch_size, repeats, root):
     """(a): evaluate() end to end vs the forward pass alone (files under `root`); a dict."""
     from data_prep.demo import DemoConfig, prepare
-    from sdl_tf import data as data_lib
-    from sdl_tf import evaluation
     from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, save_config
-    from sdl_tf.label_space import LabelSpace
-    from sdl_tf.model import build_model
+    from sdl_tf.data import pipeline as data_lib
+    from sdl_tf.evaluation import evaluator
+    from sdl_tf.labels.label_space import LabelSpace
+    from sdl_tf.modeling.model import build_model
 
     data_dir, model_dir = os.path.join(root, "data"), os.path.join(root, "run")
     prepare(DemoConfig(output_dir=data_dir, num_train=1, num_val=1, num_test=num_images,
@@ -75,7 +75,7 @@ def bench_end_to_end(num_images, batch_size, repeats, root):
     ds = data_lib.eval_dataset(cfg.data, "test", image_size=64, num_labels=space.num_labels,
                                batch_size=batch_size)
     images = [batch[0] for batch in ds]
-    predict = evaluation._predict_fn(model)  # the traced call evaluate uses
+    predict = evaluator._predict_fn(model)  # the traced call evaluate uses
     predict(images[0])  # trace once, outside the timing
 
     def forward():
@@ -83,7 +83,7 @@ def bench_end_to_end(num_images, batch_size, repeats, root):
             predict(x).numpy()
 
     def end_to_end():
-        evaluation.evaluate(eval_cfg, progress=False)
+        evaluator.evaluate(eval_cfg, progress=False)
 
     # evaluate prints its tables and logs.
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), \
@@ -103,8 +103,8 @@ def bench_open_images(num_images, batch_size, repeats):
     """(b): evaluation's per-batch and final work at Open Images scale vs the bare GEMM."""
     import tensorflow as tf
 
-    from sdl_tf import evaluation
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.evaluation import evaluator
+    from sdl_tf.labels.label_space import LabelSpace
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((C, D), dtype=np.float32)
@@ -135,12 +135,12 @@ def bench_open_images(num_images, batch_size, repeats):
             bare[0] += time.perf_counter() - start
             yield matrices, labels
 
-    evaluation.predict_and_evaluate(model, batches[:1], space, ks=KS)  # trace the identity
+    evaluator.predict_and_evaluate(model, batches[:1], space, ks=KS)  # trace the identity
     best_eval = best_bare = float("inf")
     for _ in range(repeats):
         bare[0] = 0.0
         start = time.perf_counter()
-        evaluation.predict_and_evaluate(model, interleaved(), space, ks=KS,
+        evaluator.predict_and_evaluate(model, interleaved(), space, ks=KS,
                                         diverse_min_labels=6, diverse_k=10)
         best_eval = min(best_eval, time.perf_counter() - start - bare[0])
         best_bare = min(best_bare, bare[0])
@@ -163,7 +163,7 @@ def main():
         with tempfile.TemporaryDirectory(prefix="bench_metrics_") as root:
             r = bench_end_to_end(args.demo_images, args.batch_size, args.repeats, root)
         n = r["images"]
-        print(f"(a) sdl_tf.evaluation.evaluate end to end, tiny model, {n} images 64x64, "
+        print(f"(a) sdl_tf.evaluation.evaluator.evaluate end to end, tiny model, {n} images 64x64, "
               f"C = {r['labels']}, batch {args.batch_size}")
         print(f"    end to end   {r['e2e_s']:7.2f} s  {n / r['e2e_s']:8.1f} images/s")
         print(f"    forward only {r['forward_s']:7.2f} s  {n / r['forward_s']:8.1f} images/s")

@@ -1,7 +1,7 @@
 """Benchmark: exported SavedModel throughput (JPEG bytes in, scores out) and retrieval latency.
 
 1. For a ResNet50-sized SDL model (random weights, 224 x 224, M = 7, d = 300, C = 1,006 labels)
-   and the demo-sized model (tiny backbone), export with `sdl_tf.exporting`, load it with
+   and the demo-sized model (tiny backbone), export with `sdl_tf.serving.export_lib`, load it with
    `tf.saved_model.load` and time `serving_default` on JPEG bytes at batch 1 and 32 (images/s).
    For reference, the Keras model on already-decoded uint8 tensors at batch 32 (the ratio shows
    what in-graph decoding + resizing + scoring costs on top of the network).
@@ -60,9 +60,9 @@ def bench_model(name, cfg, num_labels, jpegs, min_seconds):
     import keras
     import tensorflow as tf
 
-    from sdl_tf import exporting
-    from sdl_tf.label_space import LabelSpace
-    from sdl_tf.model import build_model
+    from sdl_tf.labels.label_space import LabelSpace
+    from sdl_tf.modeling.model import build_model
+    from sdl_tf.serving import export_lib
 
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
@@ -70,13 +70,13 @@ def bench_model(name, cfg, num_labels, jpegs, min_seconds):
     ls = LabelSpace.create([f"label{i}" for i in range(num_labels)],
                            rng.random(num_labels) < 0.1, rng.normal(size=(num_labels, cfg.dim)))
     with tempfile.TemporaryDirectory() as tmp:
-        path = exporting.export_saved_model(model, ls, tmp, "bench", 1, top_k=10)
+        path = export_lib.export_saved_model(model, ls, tmp, "bench", 1, top_k=10)
         serve = tf.saved_model.load(path).signatures["serving_default"]
         one = tf.constant(jpegs[:1])
         batch = tf.constant(jpegs[:32])
         r1 = _rate(lambda: serve(image_bytes=one)["scores"].numpy(), 1, min_seconds)
         r32 = _rate(lambda: serve(image_bytes=batch)["scores"].numpy(), 32, min_seconds)
-        images, _ = exporting.decode_and_resize(batch, (cfg.image_size, cfg.image_size))
+        images, _ = export_lib.decode_and_resize(batch, (cfg.image_size, cfg.image_size))
         call = tf.function(lambda x: model(x, training=False))
         keras32 = _rate(lambda: call(images).numpy(), 32, min_seconds)
     print(f"| {name} | {cfg.image_size} | {model.count_params() / 1e6:.1f} M | {r1:.1f} | "
@@ -84,7 +84,7 @@ def bench_model(name, cfg, num_labels, jpegs, min_seconds):
 
 
 def bench_retrieval(n, queries, repeats):
-    from sdl_tf import retrieval
+    from sdl_tf.serving import retrieval
 
     m, d = 7, 300
     rng = np.random.default_rng(0)

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from sdl_tf import data as data_lib  # noqa: E402
-from sdl_tf import training  # noqa: E402
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from sdl_tf.data import pipeline as data_lib  # noqa: E402
+from sdl_tf.training import trainer as trainer_lib  # noqa: E402
 
 flags.DEFINE_string("data_dir", "demo_out/data", "Demo TFRecords (python -m data_prep.demo).")
 flags.DEFINE_integer("resnet_steps", 10, "Timed ResNet50 steps (0 skips it).")
@@ -40,7 +40,7 @@ def time_train_steps(model_cfg: ModelConfig, batch: int, steps: int, num_seen: i
     vectors = rng.normal(size=(num_seen, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cfg = TrainConfig(model_dir="unused", model=model_cfg, batch_size=batch)
-    trainer = training.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
+    trainer = trainer_lib.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
     size = model_cfg.image_size
     images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
     targets = np.where(rng.random((batch, num_seen)) < 0.15, 1.0, 0.0).astype(np.float32)
@@ -57,7 +57,7 @@ def time_train_steps(model_cfg: ModelConfig, batch: int, steps: int, num_seen: i
 
 def time_pipeline(data_dir: str, batch: int, num_batches: int, image_size: int) -> float:
     """Images/s of the training input pipeline alone (after 3 warm-up batches)."""
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     space = LabelSpace.load(data_dir)
     ds = data_lib.train_dataset(DataConfig(data_dir=data_dir, cutout=0.25),

@@ -1,10 +1,10 @@
-"""TResNet forward on the same batch, Keras (sdl_tf.tresnet) vs PyTorch (timm), in one run.
+"""TResNet forward on the same batch, Keras (sdl_tf.modeling.tresnet) vs PyTorch (timm), in one run.
 
     python benchmarks/bench_tresnet_parity.py [--arch=tresnet_m] [--size=224] [--batch=8] \
         [--repeats=5]
 
 Needs the `convert` extra (torch, timm, safetensors: `make test-convert` installs it). A random
-timm model (eval mode) is converted through `sdl_tf.convert_weights`; both frameworks then run
+timm model (eval mode) is converted through `tresnet_weights.convert`; both frameworks then run
 the same float32 images. Prints the median forward time and images/s of each (after one
 warm-up call; Keras through a `tf.function`-compiled `predict_on_batch`, torch under
 `inference_mode` with its default threads) and the max abs difference of the pooled features.
@@ -44,7 +44,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def main(argv):
     del argv
-    from sdl_tf import convert_weights, tresnet
+    from sdl_tf.modeling import tresnet, tresnet_weights
 
     torch.manual_seed(0)
     reference = timm.create_model(FLAGS.arch, pretrained=False).eval()
@@ -56,7 +56,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "m.pth"), os.path.join(tmp, "m.weights.h5")
         torch.save(reference.state_dict(), src)
-        convert_weights.convert(src, dst, FLAGS.arch)
+        tresnet_weights.convert(src, dst, FLAGS.arch)
         model = tresnet.build_tresnet(FLAGS.arch, (FLAGS.size, FLAGS.size, 3), weights=dst)
 
     images = np.random.default_rng(0).random((FLAGS.batch, FLAGS.size, FLAGS.size, 3),
@@ -80,7 +80,7 @@ def main(argv):
           f"median of {FLAGS.repeats} (CPU cores: {os.cpu_count()}, torch threads: "
           f"{torch.get_num_threads()})")
     print(f"{'framework':<28} {'s/batch':>9} {'images/s':>9}")
-    print(f"{'Keras (TF, sdl_tf.tresnet)':<28} {t_keras:9.3f} {n / t_keras:9.1f}")
+    print(f"{'Keras (TF, sdl_tf.modeling.tresnet)':<28} {t_keras:9.3f} {n / t_keras:9.1f}")
     print(f"{'PyTorch (timm)':<28} {t_torch:9.3f} {n / t_torch:9.1f}")
     print(f"Keras / PyTorch time = {t_keras / t_torch:.2f}x; pooled features max abs diff = "
           f"{diff:.2e}")

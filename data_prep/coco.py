@@ -38,9 +38,9 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from data_prep import common
+from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
-from data_prep.converters import Converted, require_flags, run, write_converted
+from data_prep.converters import Converted, require_flags, write_converted
 from sdl_tf import config_flags
 from sdl_tf.config_flags import field
 
@@ -348,11 +348,16 @@ def main(argv: Sequence[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     require_flags("train_annotations", "val_annotations", "train_images", "val_images")
     config = config_flags.config_from_flags(CocoConfig, flags.FLAGS)
-    return run(prepare, config)
+    return converters.run(prepare, config)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-prep-coco`)."""
     from sdl_tf import cli
 
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -30,16 +30,17 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from sdl_tf import atomic_io, gfile_utils, tfrecord_schema
 from sdl_tf.config_flags import config_from_flags, define_flags, field
-from sdl_tf.label_space import LabelSpace
-from sdl_tf.word_vectors import (
+from sdl_tf.data import tfrecord_schema
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.labels.word_vectors import (
     MissingVectorsError,
     embed_labels,
     embed_labels_from_table,
     load_word_vectors,
     read_label_vector_file,
 )
+from sdl_tf.utils import atomic_io, gfile_utils
 
 JPEG_QUALITY = 95
 SUMMARY_VERSION = 1
@@ -510,7 +511,7 @@ def build_label_space(names, unseen, *, word_vectors: str | None = None,
       unseen: bools (same length) marking the zero-shot labels.
       word_vectors: a gensim-loadable file (word2vec text/binary, GloVe, fastText .bin); local,
         because gensim reads only local files.
-      word_vectors_format: see `sdl_tf.word_vectors.FORMATS`.
+      word_vectors_format: see `sdl_tf.labels.word_vectors.FORMATS`.
       label_vectors: a ready label -> vector file (see `read_label_vector_file`); local.
       drop_missing: leave out labels without a vector instead of failing.
 

@@ -16,7 +16,7 @@ from absl import app, flags
 
 from data_prep import common
 from data_prep.common import ImageRecord
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.labels.label_space import LabelSpace
 
 
 @dataclasses.dataclass(frozen=True)

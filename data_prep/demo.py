@@ -46,8 +46,9 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from data_prep import common
-from sdl_tf import config_flags, gfile_utils
+from sdl_tf import config_flags
 from sdl_tf.config_flags import field
+from sdl_tf.utils import gfile_utils
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -292,12 +293,17 @@ def main(argv):
         sys.exit(f"error: {e}")
 
 
-def _define_flags():
+def define_flags() -> None:
     config_flags.define_flags(DemoConfig)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-prep-demo`)."""
     from sdl_tf import cli
 
-    _define_flags()
+    define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

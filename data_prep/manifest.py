@@ -262,7 +262,7 @@ def main(argv):
         sys.exit(f"error: {e}")
 
 
-def _define_flags():
+def define_flags() -> None:
     from absl import flags
 
     common.define_common_flags()
@@ -271,8 +271,13 @@ def _define_flags():
     config_flags.define_flags(ManifestConfig, exclude=("splits", *common_fields))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-prep-manifest`)."""
     from sdl_tf import cli
 
-    _define_flags()
+    define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -50,12 +50,13 @@ from collections.abc import Iterator, Sequence
 
 from absl import app, flags
 
-from data_prep import common
+from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
-from data_prep.converters import Converted, require_flags, run, write_converted
-from sdl_tf import atomic_io, config_flags
+from data_prep.converters import Converted, require_flags, write_converted
+from sdl_tf import config_flags
 from sdl_tf.config_flags import field
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.utils import atomic_io
 
 TRAIN, TEST = "train", "test"
 _HEADER = ("ImageID", "Source", "LabelName", "Confidence")
@@ -457,11 +458,16 @@ def main(argv: Sequence[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     require_flags("oi_dir", "unseen_classes", "train_images")
     config = config_flags.config_from_flags(OpenImagesConfig, flags.FLAGS)
-    return run(prepare, config)
+    return converters.run(prepare, config)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-prep-open-images`)."""
     from sdl_tf import cli
 
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

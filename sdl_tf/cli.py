@@ -40,15 +40,19 @@ def missing_export_hint(path: str) -> str:
             f"--export_dir={os.path.dirname(os.path.normpath(path)) or '.'}`, or pass a model dir")
 
 
-# The project's exception types for bad inputs, by module. Looked up in `sys.modules` only: a
-# module the command never imported cannot have raised them, and the serving client must not
-# import TensorFlow just to format an error.
-_PROJECT_ERRORS = (("data_prep.common", "DataPrepError"), ("sdl_tf.backbones", "BackboneError"),
-                   ("sdl_tf.word_vectors", "MissingVectorsError"),
-                   ("sdl_tf.exporting", "ExportError"), ("sdl_tf.predict", "PredictError"),
-                   ("sdl_tf.retrieval", "RetrievalError"),
-                   ("sdl_tf.serving_client", "ServingError"),
-                   ("sdl_tf.convert_weights", "ConversionError"))
+# The project's exception types for bad inputs, by library module. Looked up in `sys.modules`
+# only: a module the command never imported cannot have raised them, and the serving client must
+# not import TensorFlow just to format an error. They all live in library modules, never in a
+# CLI module, so the lookup is the same for `python -m sdl_tf.<cli>` (where the CLI module is
+# `__main__`) and for a console script (`sdl-train`, whose `__main__` is the generated wrapper).
+_PROJECT_ERRORS = (("data_prep.common", "DataPrepError"),
+                   ("sdl_tf.modeling.backbones", "BackboneError"),
+                   ("sdl_tf.modeling.tresnet_weights", "ConversionError"),
+                   ("sdl_tf.labels.word_vectors", "MissingVectorsError"),
+                   ("sdl_tf.serving.export_lib", "ExportError"),
+                   ("sdl_tf.serving.tagger", "PredictError"),
+                   ("sdl_tf.serving.retrieval", "RetrievalError"),
+                   ("sdl_tf.serving.client", "ServingError"))
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -56,15 +60,14 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, IsADirectoryError,
                                         PermissionError]
     for module, name in _PROJECT_ERRORS:
-        # Run as `python -m <module>`, the module's classes live in __main__.
-        mod = sys.modules.get("__main__") if _program() == module else sys.modules.get(module)
-        if mod is not None and isinstance(getattr(mod, name, None), type):
-            types.append(getattr(mod, name))
+        error = getattr(sys.modules.get(module), name, None)
+        if isinstance(error, type):
+            types.append(error)
     return tuple(types)
 
 
 def _program() -> str:
-    """`sdl_tf.train` for `python -m sdl_tf.train`, else the script's file name."""
+    """`sdl_tf.train` for `python -m sdl_tf.train`, else the script's name (`sdl-train`)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name:
         return spec.name
@@ -73,7 +76,14 @@ def _program() -> str:
 
 def run(main) -> None:
     """`absl.app.run(main)` with one-line errors for bad inputs (see the module docstring)."""
-    from absl import app
+    from absl import app, flags
+
+    # `--help`/`--helpshort` list the key flags of the module absl files under sys.argv[0]: the
+    # CLI module itself under `python -m`, but a console script's argv[0] is `.../sdl-train`
+    # while the flags were defined by `sdl_tf.train`; file them under argv[0] too.
+    if main.__module__ != "__main__":
+        for flag in flags.FLAGS.get_key_flags_for_module(main.__module__):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def guarded(argv):
         try:

@@ -12,9 +12,9 @@ import dataclasses
 import json
 from typing import Any
 
-from sdl_tf import atomic_io, gfile_utils
 from sdl_tf.config_flags import field
-from sdl_tf.scoring import SCORINGS  # the one list (eq. 1 and the l2 baseline)
+from sdl_tf.modeling.scoring import SCORINGS  # the one list (eq. 1 and the l2 baseline)
+from sdl_tf.utils import atomic_io, gfile_utils
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 LOSS_MODES = ("paper", "official")
@@ -27,7 +27,7 @@ class ModelConfig:
     """Architecture of the SDL model (paper section 3.1, Figure 2).
 
     Attributes:
-        backbone: registry name (`sdl_tf.backbones.BACKBONES`) or `hub:<handle-or-path>`.
+        backbone: registry name (`sdl_tf.modeling.backbones.BACKBONES`) or `hub:<handle-or-path>`.
         weights: `imagenet`, `none`, or a path to a weights file (`.weights.h5` / `.h5`).
         image_size: square input side H = W in pixels.
         num_rows: M, the number of principal directions (rows of the matrix A_i).
@@ -290,7 +290,7 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    """Configuration of `python -m sdl_tf.export` (see `sdl_tf.exporting.export_from_config`)."""
+    """Configuration of `python -m sdl_tf.export` (`export_lib.export_from_config`)."""
 
     model_dir: str = field(
         help="Training run directory (final.keras, labels.json, label_vectors.npy).",

@@ -23,15 +23,20 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    from sdl_tf import evaluation
+    from sdl_tf.evaluation import evaluator
 
     F = flags.FLAGS  # noqa: N806
     cfg = config_flags.config_from_flags(EvalConfig, F)
-    evaluation.evaluate(cfg, progress=F.progress)
+    evaluator.evaluate(cfg, progress=F.progress)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-evaluate`)."""
     from sdl_tf import cli
 
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

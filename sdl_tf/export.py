@@ -4,7 +4,7 @@ r"""Exports a trained SDL model as a TF Serving SavedModel.
         --version=1 [--keras_model=path.keras | --checkpoint] [--top_k=10] [--overwrite]
 
 Writes `<export_dir>/<name>/<version>/` (signatures `serving_default`, `score_labels`,
-`matrices`; see `sdl_tf.exporting`). Flags can also come from `--flagfile`.
+`matrices`; see `sdl_tf.serving.export_lib`). Flags can also come from `--flagfile`.
 """
 
 from absl import app, flags
@@ -17,7 +17,7 @@ def main(argv):
     del argv
     from absl import logging
 
-    from sdl_tf import exporting
+    from sdl_tf.serving import export_lib
 
     # TF INFO lines (signature input renames, asset writing) drown the result line.
     logging.set_verbosity(logging.WARNING)
@@ -27,19 +27,24 @@ def main(argv):
         raise app.UsageError("give at most one of --keras_model and --checkpoint")
     config = config_flags.config_from_flags(ExportConfig, f)
     try:
-        path = exporting.export_from_config(config)
-    except (exporting.ExportError, FileNotFoundError) as e:
+        path = export_lib.export_from_config(config)
+    except (export_lib.ExportError, FileNotFoundError) as e:
         raise SystemExit(f"export failed: {e}") from None
     print(f"exported SavedModel to {path}")
 
 
-def _define_flags():
+def define_flags() -> None:
     """Flags are defined only when run as a program (importing this module defines none)."""
     config_flags.define_flags(ExportConfig)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-export`)."""
     from sdl_tf import cli
 
-    _define_flags()
+    define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

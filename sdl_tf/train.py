@@ -33,7 +33,7 @@ def config_from_flags(FLAGS) -> TrainConfig:  # noqa: N803 (absl convention)
 
 def main(argv):
     del argv
-    from sdl_tf import training
+    from sdl_tf.training import trainer
 
     FLAGS = flags.FLAGS  # noqa: N806
     config = config_from_flags(FLAGS)
@@ -42,12 +42,17 @@ def main(argv):
     lines = [FLAGS[name].serialize() for name in _OWN_FLAGS
              if name not in ("overwrite", "progress") and FLAGS[name].value is not None]
     flags_text = "\n".join(lines) + "\n"
-    result = training.train(config, flags_text=flags_text, progress=FLAGS.progress)
+    result = trainer.train(config, flags_text=flags_text, progress=FLAGS.progress)
     print(f"status: {result['status']}; step {result['step']}; model {result['model_path']}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`sdl-train`)."""
     from sdl_tf import cli
 
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

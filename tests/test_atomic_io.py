@@ -1,10 +1,10 @@
-"""Tests for sdl_tf.atomic_io."""
+"""Tests for sdl_tf.utils.atomic_io."""
 
 import os
 
 import pytest
 
-from sdl_tf import atomic_io
+from sdl_tf.utils import atomic_io
 
 
 def test_text_and_binary_writes_replace_the_target(tmp_path):

@@ -1,13 +1,13 @@
-"""Tests for sdl_tf.backbones: registry, preprocessing, weights (offline), hub: SavedModels."""
+"""Tests for sdl_tf.modeling.backbones: registry, preprocessing, weights (offline), hub models."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import backbones
 from sdl_tf.config import ModelConfig
-from sdl_tf.model import build_model, load_model
+from sdl_tf.modeling import backbones
+from sdl_tf.modeling.model import build_model, load_model
 
 
 def test_registry_names():

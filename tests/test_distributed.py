@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from sdl_tf import training
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
-from sdl_tf.model import load_model_dir
+from sdl_tf.modeling.model import load_model_dir
+from sdl_tf.training import trainer as trainer_lib
 from tests.helpers import mw_worker
 from tests.helpers.demo_data import demo_dataset
 
@@ -43,7 +43,7 @@ def test_mirrored_equals_single_device(tmp_path_factory, tmp_path):
                               dim=16, dropout=0.0),
             epochs=1, steps_per_epoch=4, batch_size=16, learning_rate=1e-3, log_every_steps=1,
         )
-        results[strategy] = training.train(cfg, progress=False)
+        results[strategy] = trainer_lib.train(cfg, progress=False)
     assert results["mirrored"]["step"] == 4
     single, mirrored = _losses(str(tmp_path / "default")), _losses(str(tmp_path / "mirrored"))
     assert sorted(single) == sorted(mirrored) == [1, 2, 3, 4]
@@ -97,7 +97,7 @@ def test_multi_worker_two_processes_match_single_device(tmp_path):
 
     # One device, same initial weights, the whole global batch per step.
     images, targets, vectors = mw_worker.global_batches()
-    trainer = training.Trainer(mw_worker.config(), vectors, tf.distribute.get_strategy(),
+    trainer = trainer_lib.Trainer(mw_worker.config(), vectors, tf.distribute.get_strategy(),
                                total_steps=10)
     trainer.model.set_weights([w0[f"init{i}"] for i in range(len(weights))])
     ref_losses = [float(trainer.train_step((tf.constant(x), tf.constant(y)))["loss"])
@@ -111,4 +111,4 @@ def test_multi_worker_two_processes_match_single_device(tmp_path):
 def test_multi_worker_needs_tf_config(monkeypatch, name):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        training.get_strategy(name)
+        trainer_lib.get_strategy(name)

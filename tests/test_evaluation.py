@@ -1,5 +1,5 @@
-"""Tests for sdl_tf.evaluation / sdl_tf.evaluate: streaming results equal the one-shot metrics,
-the diverse subset (Table 4), the random baseline, output files and the CLI."""
+"""Tests for sdl_tf.evaluation.evaluator / sdl_tf.evaluate: streaming results equal the one-shot
+metrics, the diverse subset (Table 4), the random baseline, output files and the CLI."""
 
 import csv
 import json
@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from sdl_tf import evaluation
 from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, save_config
-from sdl_tf.label_space import LabelSpace
-from sdl_tf.metrics import evaluate_scores
-from sdl_tf.model import build_model
+from sdl_tf.evaluation import evaluator
+from sdl_tf.evaluation.metrics import evaluate_scores
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.modeling.model import build_model
 from tests.helpers.demo_data import demo_dataset
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -40,9 +40,9 @@ def model_dir(demo_dir, tmp_path_factory):
 
 
 def _all_test_scores(model_dir, demo_dir):
-    from sdl_tf import data as data_lib
-    from sdl_tf.model import load_model_dir
-    from sdl_tf.scoring import numpy_scores
+    from sdl_tf.data import pipeline as data_lib
+    from sdl_tf.modeling.model import load_model_dir
+    from sdl_tf.modeling.scoring import numpy_scores
 
     model, space = load_model_dir(model_dir)
     ds = data_lib.eval_dataset(DataConfig(data_dir=demo_dir), "test", image_size=32,
@@ -52,7 +52,7 @@ def _all_test_scores(model_dir, demo_dir):
 
 
 def test_evaluate_model_dir_matches_one_shot_metrics(model_dir, demo_dir):
-    summary = evaluation.evaluate(EvalConfig(model_dir=model_dir, batch_size=7), progress=False)
+    summary = evaluator.evaluate(EvalConfig(model_dir=model_dir, batch_size=7), progress=False)
     scores, labels, space = _all_test_scores(model_dir, demo_dir)
     expected = evaluate_scores(scores, labels, space.unseen_indices, ks=(3, 5))
     for task in ("zsl", "gzsl"):
@@ -88,7 +88,7 @@ def test_diverse_subset_is_table4_protocol():
     labels = (rng.random((50, num_labels)) < 0.3).astype(np.float32)
     labels[:5, :] = 1.0  # 5 images with all 20 labels: > 6 unseen and > 6 in total
     scores = rng.random((50, num_labels)).astype(np.float32)
-    collector = evaluation._DiverseCollector(unseen, min_labels=6)
+    collector = evaluator._DiverseCollector(unseen, min_labels=6)
     for lo in range(0, 50, 8):  # streamed in batches
         collector.update(scores[lo:lo + 8], labels[lo:lo + 8])
     got = collector.result(k=10)
@@ -100,14 +100,14 @@ def test_diverse_subset_is_table4_protocol():
         ref = evaluate_scores(scores[rows], labels[rows], unseen, ks=(10,))[task]
         for key in ("P@10", "R@10", "F1@10"):
             assert got[task][key] == pytest.approx(ref[key])
-    empty = evaluation._DiverseCollector(unseen, 6)
+    empty = evaluator._DiverseCollector(unseen, 6)
     assert empty.result(10)["zsl"] == {"num_images": 0, "P@10": None, "R@10": None,
                                        "F1@10": None}
 
 
 def test_random_baseline_is_seeded(demo_dir, tmp_path):
     def run(seed, out):
-        return evaluation.evaluate(EvalConfig(baseline="random", data_dir=demo_dir,
+        return evaluator.evaluate(EvalConfig(baseline="random", data_dir=demo_dir,
                                               output_dir=str(tmp_path / out), seed=seed,
                                               ks=(3,)), progress=False)
 
@@ -135,7 +135,7 @@ def test_label_space_mismatch_is_refused(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     LabelSpace.create(["x", "y"], [False, True], rng.normal(size=(2, 4))).save(str(tmp_path))
     with pytest.raises(ValueError, match="label space"):
-        evaluation.evaluate(EvalConfig(model_dir=model_dir, data_dir=str(tmp_path)),
+        evaluator.evaluate(EvalConfig(model_dir=model_dir, data_dir=str(tmp_path)),
                             progress=False)
 
 
@@ -143,9 +143,9 @@ def test_label_space_mismatch_is_refused(model_dir, tmp_path):
 
 
 def _usage(matrices, vectors, k, scoring="max"):
-    from sdl_tf.scoring import numpy_scores
+    from sdl_tf.modeling.scoring import numpy_scores
 
-    usage = evaluation.RowUsage(vectors, k, scoring)
+    usage = evaluator.RowUsage(vectors, k, scoring)
     rows = usage.update(matrices, numpy_scores(matrices, vectors, scoring))
     return usage.result(), rows
 
@@ -203,10 +203,10 @@ def test_row_usage_streams_like_one_batch():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(12, 6)).astype(np.float32)
     matrices = rng.normal(size=(9, 3, 6)).astype(np.float32)
-    from sdl_tf.scoring import numpy_scores
+    from sdl_tf.modeling.scoring import numpy_scores
 
     whole, _ = _usage(matrices, vectors, k=5)
-    usage = evaluation.RowUsage(vectors, 5)
+    usage = evaluator.RowUsage(vectors, 5)
     for lo in range(0, 9, 4):
         usage.update(matrices[lo:lo + 4], numpy_scores(matrices[lo:lo + 4], vectors))
     streamed = usage.result()
@@ -228,13 +228,13 @@ def test_row_usage_single_row():
     assert result["k"] == 3 and (rows == 0).all()
     assert result["share"] == [1.0] and result["entropy"] == 0.0
     assert result["entropy_normalized"] is None and result["mean_cosine"] is None
-    table = "\n".join(evaluation.row_usage_table(result))
+    table = "\n".join(evaluator.row_usage_table(result))
     assert "| Share of tags (%) | 100.0 |" in table and "cosine between rows -" in table
     json.dumps(result)  # JSON-able, no NaN
 
 
 def test_winning_rows_l2_picks_the_largest_magnitude():
-    from sdl_tf.scoring import numpy_scores_and_rows
+    from sdl_tf.modeling.scoring import numpy_scores_and_rows
 
     a = np.array([[[1.0, 0.0], [-3.0, 0.0]]], np.float32)
     vectors = np.array([[1.0, 0.0]], np.float32)
@@ -246,7 +246,7 @@ def test_winning_rows_l2_picks_the_largest_magnitude():
 
 
 def test_evaluate_reports_row_usage(model_dir, tmp_path):
-    summary = evaluation.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path),
+    summary = evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path),
                                              batch_size=10), progress=False)
     usage = summary["row_usage"]
     assert usage["k"] == 5 and usage["num_rows"] == 2 and usage["num_images"] == 32
@@ -257,7 +257,7 @@ def test_evaluate_reports_row_usage(model_dir, tmp_path):
         assert json.load(f)["row_usage"]["share"] == pytest.approx(usage["share"])
     md = (tmp_path / "test_metrics.md").read_text()
     assert "Row usage" in md and "| Row | 1 | 2 |" in md
-    random = evaluation.evaluate(EvalConfig(baseline="random", data_dir=summary["data_dir"],
+    random = evaluator.evaluate(EvalConfig(baseline="random", data_dir=summary["data_dir"],
                                             output_dir=str(tmp_path / "r"), ks=(3,)),
                                  progress=False)
     assert "row_usage" not in random

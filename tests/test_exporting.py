@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from sdl_tf import exporting
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.serving import export_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PY = sys.executable
@@ -72,14 +72,14 @@ def make_images(n: int, seed: int = 0, fmt: str = "JPEG") -> list[bytes]:
 
 def export_tiny(base_dir: str, version: int = 1, top_k: int = 3):
     model, ls = tiny_model(), tiny_label_space()
-    path = exporting.export_saved_model(model, ls, base_dir, "sdl", version, top_k=top_k)
+    path = export_lib.export_saved_model(model, ls, base_dir, "sdl", version, top_k=top_k)
     return model, ls, path
 
 
 def write_model_dir(model_dir: str):
     """A model dir as training writes it (final.keras from build_model + tiny backbone, labels)."""
     from sdl_tf.config import ModelConfig
-    from sdl_tf.model import FINAL_MODEL_NAME, build_model
+    from sdl_tf.modeling.model import FINAL_MODEL_NAME, build_model
 
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(3)
@@ -93,7 +93,7 @@ def write_model_dir(model_dir: str):
 
 def keras_reference(model, image_bytes):
     """Keras-model matrices on the same decoded images (decode_and_resize run eagerly)."""
-    images, ok = exporting.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
+    images, ok = export_lib.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
     return np.asarray(model(images, training=False)), ok.numpy()
 
 
@@ -111,11 +111,11 @@ def test_layout_and_label_space_copy(exported):
     assert os.path.isdir(os.path.join(path, "variables"))
     # No temporary directory left next to the version.
     assert sorted(os.listdir(os.path.join(base, "sdl"))) == ["1"]
-    extra = os.path.join(path, exporting.ASSETS_EXTRA)
+    extra = os.path.join(path, export_lib.ASSETS_EXTRA)
     copy = LabelSpace.load(extra)
     assert copy.names == ls.names
     np.testing.assert_array_equal(copy.vectors, ls.vectors)
-    with open(os.path.join(extra, exporting.EXPORT_INFO)) as f:
+    with open(os.path.join(extra, export_lib.EXPORT_INFO)) as f:
         info = json.load(f)
     assert info["image_size"] == [SIZE, SIZE] and info["num_matrix_rows"] == M
     assert info["top_k"] == 3
@@ -248,7 +248,7 @@ def test_backbone_never_runs_on_an_empty_batch(tmp_path, batch):
     x = keras.layers.GlobalAveragePooling2D()(x)
     matrices = keras.layers.Reshape((M, D), name="matrices")(keras.layers.Dense(M * D)(x))
     model, ls = keras.Model(images, matrices), tiny_label_space()
-    path = exporting.export_saved_model(model, ls, str(tmp_path), name="sdl", version=1, top_k=3)
+    path = export_lib.export_saved_model(model, ls, str(tmp_path), name="sdl", version=1, top_k=3)
     loaded = tf.saved_model.load(path)
     data = tf.constant(make_images(batch, seed=7), tf.string, shape=(batch,))
     out = loaded.signatures["serving_default"](image_bytes=data)
@@ -260,7 +260,7 @@ def test_backbone_never_runs_on_an_empty_batch(tmp_path, batch):
     got = loaded.signatures["matrices"](image_bytes=data)["matrices"].numpy()
     assert got.shape == (batch, M, D)
     if batch:
-        want = model(exporting.decode_and_resize(data, (SIZE, SIZE))[0]).numpy()
+        want = model(export_lib.decode_and_resize(data, (SIZE, SIZE))[0]).numpy()
         np.testing.assert_allclose(got, want, atol=ATOL)
 
 
@@ -268,32 +268,32 @@ def test_versions_overwrite_and_atomicity(tmp_path):
     base = str(tmp_path)
     model, ls = tiny_model(), tiny_label_space()
     os.makedirs(os.path.join(base, "m", "1"))  # an existing version 1 (content irrelevant)
-    p2 = exporting.export_saved_model(model, ls, base, "m", None, top_k=2)
+    p2 = export_lib.export_saved_model(model, ls, base, "m", None, top_k=2)
     assert os.path.basename(p2) == "2"  # the next free version
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(p2).st_mode & 0o777 == 0o777 & ~mask  # readable by a server user
-    with pytest.raises(exporting.ExportError, match="already exists"):
-        exporting.export_saved_model(model, ls, base, "m", 2)
+    with pytest.raises(export_lib.ExportError, match="already exists"):
+        export_lib.export_saved_model(model, ls, base, "m", 2)
     mtime = os.path.getmtime(os.path.join(p2, "saved_model.pb"))
-    exporting.export_saved_model(model, ls, base, "m", 2, top_k=4, overwrite=True)
-    with open(os.path.join(p2, exporting.ASSETS_EXTRA, exporting.EXPORT_INFO)) as f:
+    export_lib.export_saved_model(model, ls, base, "m", 2, top_k=4, overwrite=True)
+    with open(os.path.join(p2, export_lib.ASSETS_EXTRA, export_lib.EXPORT_INFO)) as f:
         assert json.load(f)["top_k"] == 4
     assert os.path.getmtime(os.path.join(p2, "saved_model.pb")) >= mtime
     assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2"]
     # A failing export leaves nothing behind: wrong vector size for the model.
     bad_ls = LabelSpace.create(["a", "b"], [False, True], np.eye(2, 3))
-    with pytest.raises(exporting.ExportError, match="d=3"):
-        exporting.export_saved_model(model, bad_ls, base, "m", 3)
+    with pytest.raises(export_lib.ExportError, match="d=3"):
+        export_lib.export_saved_model(model, bad_ls, base, "m", 3)
     assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2"]
-    assert exporting.resolve_export_path(os.path.join(base, "m")) == p2
+    assert export_lib.resolve_export_path(os.path.join(base, "m")) == p2
 
 
 def test_export_from_checkpoint(tmp_path):
     """--checkpoint: model rebuilt from config.json, weights from the latest tf.train checkpoint
     (a Checkpoint with a `model` entry, as training writes it), not from final.keras."""
     from sdl_tf.config import ModelConfig, TrainConfig, save_config
-    from sdl_tf.model import build_model
+    from sdl_tf.modeling.model import build_model
 
     model_dir = str(tmp_path / "run")
     first, ls = write_model_dir(model_dir)  # final.keras holds other (random) weights
@@ -306,9 +306,9 @@ def test_export_from_checkpoint(tmp_path):
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trained, step=step),
                                          os.path.join(model_dir, "checkpoints"), 2)
     manager.save()
-    config = exporting.ExportConfig(model_dir=model_dir, export_dir=str(tmp_path / "saved"),
+    config = export_lib.ExportConfig(model_dir=model_dir, export_dir=str(tmp_path / "saved"),
                                     checkpoint=True, version=1)
-    path = exporting.export_from_config(config)
+    path = export_lib.export_from_config(config)
     data = make_images(2, seed=8)
     out = tf.saved_model.load(path).signatures["matrices"](image_bytes=tf.constant(data))
     ref, _ = keras_reference(trained, data)
@@ -317,16 +317,16 @@ def test_export_from_checkpoint(tmp_path):
     assert np.abs(other - ref).max() > 1e-3  # really the checkpoint, not final.keras
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(exporting.ExportError, match="config.json not found"):
-        exporting.load_from_checkpoint(str(empty))
+    with pytest.raises(export_lib.ExportError, match="config.json not found"):
+        export_lib.load_from_checkpoint(str(empty))
 
 
 def test_contract_errors():
     images = keras.Input((None, None, 3), dtype="uint8", name="images")
     flat = keras.layers.GlobalAveragePooling2D()(keras.ops.cast(images, "float32"))
     model = keras.Model(images, keras.layers.Reshape((1, 3))(flat))
-    with pytest.raises(exporting.ExportError, match="fixed H, W"):
-        exporting.model_contract(model)
+    with pytest.raises(export_lib.ExportError, match="fixed H, W"):
+        export_lib.model_contract(model)
 
 
 def test_export_cli_from_build_model_dir(tmp_path):
@@ -342,10 +342,10 @@ def test_export_cli_from_build_model_dir(tmp_path):
     path = export_dir / "sdl" / "7"
     assert "exported SavedModel to" in res.stdout
     # Same config again through the library entry: refuses to overwrite version 7.
-    config = exporting.ExportConfig(model_dir=str(model_dir), export_dir=str(export_dir),
+    config = export_lib.ExportConfig(model_dir=str(model_dir), export_dir=str(export_dir),
                                     version=7)
-    with pytest.raises(exporting.ExportError, match="already exists"):
-        exporting.export_from_config(config)
+    with pytest.raises(export_lib.ExportError, match="already exists"):
+        export_lib.export_from_config(config)
 
     data = make_images(2, seed=9)
     out = tf.saved_model.load(str(path)).signatures["serving_default"](

@@ -14,9 +14,12 @@ import pytest
 import tensorflow as tf
 
 from data_prep import demo
-from sdl_tf import atomic_io, evaluation, exporting, predict, retrieval, training
 from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.evaluation import evaluator
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.serving import export_lib, retrieval, tagger
+from sdl_tf.training import trainer
+from sdl_tf.utils import atomic_io
 
 gfile = tf.io.gfile
 
@@ -90,7 +93,7 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
                                         num_rows=2, dim=space.dim),
                       epochs=1, batch_size=8, steps_per_epoch=2, learning_rate=1e-3,
                       checkpoint_every_steps=1, log_every_steps=1, eval_batch_size=8)
-    result = training.train(cfg, progress=False)
+    result = trainer.train(cfg, progress=False)
     assert result["status"] == "finished" and result["step"] == 2
     run_files = _tree(model_dir)
     for name in ("config.json", "flags.txt", "labels.json", "label_vectors.npy", "final.keras",
@@ -99,25 +102,25 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
     assert any(f.startswith("logs/train/events.out.tfevents") for f in run_files)
     assert any(f.startswith("logs/val/events.out.tfevents") for f in run_files)
     # A rerun recognises the finished run from the ram:// checkpoint and final model.
-    assert training.train(cfg, progress=False)["status"] == "already_finished"
+    assert trainer.train(cfg, progress=False)["status"] == "already_finished"
 
-    summary = evaluation.evaluate(EvalConfig(model_dir=model_dir, batch_size=8), progress=False)
+    summary = evaluator.evaluate(EvalConfig(model_dir=model_dir, batch_size=8), progress=False)
     eval_files = _tree(f"{model_dir}/eval")
     assert eval_files == ["test_metrics.json", "test_metrics.md", "test_per_label_ap.csv"]
     with gfile.GFile(f"{model_dir}/eval/test_metrics.json") as f:
         assert json.load(f)["gzsl"]["mAP"] == pytest.approx(summary["gzsl"]["mAP"])
 
-    version_dir = exporting.export_from_config(
-        exporting.ExportConfig(model_dir=model_dir, export_dir=export_dir))
+    version_dir = export_lib.export_from_config(
+        export_lib.ExportConfig(model_dir=model_dir, export_dir=export_dir))
     assert version_dir == f"{export_dir}/sdl/1"
-    assert exporting.next_version(f"{export_dir}/sdl") == 2
+    assert export_lib.next_version(f"{export_dir}/sdl") == 2
     export_files = _tree(f"{export_dir}/sdl")
     for name in ("1/saved_model.pb", "1/assets.extra/labels.json",
                  "1/assets.extra/label_vectors.npy", "1/assets.extra/export_info.json"):
         assert name in export_files, name
     assert not any(".tmp-" in f for f in export_files), export_files
 
-    loaded = exporting.load_export(f"{export_dir}/sdl")
+    loaded = export_lib.load_export(f"{export_dir}/sdl")
     assert loaded.path == version_dir and loaded.label_space.names == space.names
     sample = f"{data_dir}/samples/" + sorted(
         n for n in gfile.listdir(f"{data_dir}/samples") if n.endswith(".jpg"))[0]
@@ -128,7 +131,7 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
     assert np.all(np.isfinite(out["scores"].numpy()))
 
     # Prediction and retrieval: images listed and read from ram://, outputs written there.
-    results = predict.run_predict(predict.PredictConfig(
+    results = tagger.run_predict(tagger.PredictConfig(
         model=f"{export_dir}/sdl", images=f"{data_dir}/samples", top_k=3, output_dir=out_dir),
         out=open(os.devnull, "w"))
     assert len(results) == 2 and all(not r.error for r in results)

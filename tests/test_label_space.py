@@ -1,4 +1,4 @@
-"""Tests for sdl_tf.label_space.LabelSpace."""
+"""Tests for sdl_tf.labels.label_space.LabelSpace."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from sdl_tf.label_space import LabelSpace, l2_normalize
+from sdl_tf.labels.label_space import LabelSpace, l2_normalize
 
 
 def _space():

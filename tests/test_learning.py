@@ -3,8 +3,9 @@ the loss and rank unseen labels far better than the seeded random baseline (same
 
 import numpy as np
 
-from sdl_tf import evaluation, training
 from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from sdl_tf.evaluation import evaluator
+from sdl_tf.training import trainer
 from tests.helpers.demo_data import demo_dataset
 from tests.test_training import _scalars
 
@@ -22,7 +23,7 @@ def test_training_lowers_loss_and_beats_random_on_unseen_labels(tmp_path_factory
         epochs=8, batch_size=16, learning_rate=3e-3, warmup_fraction=0.1, weight_decay=1e-4,
         checkpoint_every_steps=1000, log_every_steps=10, eval_batch_size=64, seed=0,
     )
-    result = training.train(config, progress=False)
+    result = trainer.train(config, progress=False)
     assert result["status"] == "finished" and result["step"] == 320  # 640 // 16 * 8
 
     _, train = _scalars(str(model_dir / "logs" / "train"))
@@ -30,9 +31,9 @@ def test_training_lowers_loss_and_beats_random_on_unseen_labels(tmp_path_factory
     first, last = np.mean(loss[:3]), np.mean(loss[-3:])
     assert last < 0.7 * first, (first, last)
 
-    learned = evaluation.evaluate(EvalConfig(model_dir=str(model_dir), split="test"),
+    learned = evaluator.evaluate(EvalConfig(model_dir=str(model_dir), split="test"),
                                   progress=False)
-    chance = evaluation.evaluate(
+    chance = evaluator.evaluate(
         EvalConfig(model_dir=str(model_dir), split="test", baseline="random", seed=0,
                    output_dir=str(tmp_path / "random")), progress=False)
     zsl, zsl_random = learned["zsl"]["mAP"], chance["zsl"]["mAP"]

@@ -1,4 +1,5 @@
-"""Tests for sdl_tf.losses: golden values of eqs. (1)-(5), ablations, edge cases, distribution."""
+"""Tests for sdl_tf.modeling.losses: golden values of eqs. (1)-(5), ablations, edge cases,
+distribution."""
 
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import losses
+from sdl_tf.modeling import losses
 
 NUM_GOLDEN_CASES = 6
 

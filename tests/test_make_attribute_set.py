@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.labels.label_space import LabelSpace
 from tests.helpers.scripts import load_script
 
 

@@ -1,11 +1,12 @@
-"""Tests for sdl_tf.metrics: golden ZSL/GZSL values, tie-breaking, streaming, edge cases."""
+"""Tests for sdl_tf.evaluation.metrics: golden ZSL/GZSL values, tie-breaking, streaming, edges."""
 
 import os
 
 import numpy as np
 import pytest
 
-from sdl_tf import metrics, scoring
+from sdl_tf.evaluation import metrics
+from sdl_tf.modeling import scoring
 
 KS = (3, 5, 10)
 
@@ -165,7 +166,7 @@ def test_numpy_scores_and_brute_force_scores_agree():
     labels = (rng.random((30, 9)) < 0.3).astype(int)
     a = metrics.ZSLEvaluator([1, 4], ks=(2,))
     b = metrics.ZSLEvaluator([4, 1], ks=(2,), num_labels=9)
-    scorer = scoring.NumpyScorer(vectors)  # as sdl_tf.evaluation: one scorer, many batches
+    scorer = scoring.NumpyScorer(vectors)  # as the evaluator: one scorer, many batches
     for s in range(0, 30, 8):
         a.update_scores(scorer.scores(matrices[s : s + 8]), labels[s : s + 8])
         b.update_scores((matrices[s : s + 8] @ vectors.T).max(1), labels[s : s + 8])

@@ -1,11 +1,12 @@
-"""Tests for sdl_tf.model: the input/output contract, save/load round trip, load_model_dir."""
+"""Tests for sdl_tf.modeling.model: the input/output contract, save/load round trip,
+load_model_dir."""
 
 import keras
 import numpy as np
 import pytest
 
 from sdl_tf.config import ModelConfig
-from sdl_tf.model import build_model, load_model, load_model_dir
+from sdl_tf.modeling.model import build_model, load_model, load_model_dir
 
 CFG = ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3, dim=8)
 
@@ -54,7 +55,7 @@ def test_keras_round_trip_identical(tmp_path):
 
 
 def test_compiled_round_trip_keeps_sdl_loss(tmp_path):
-    from sdl_tf.losses import SDLLoss
+    from sdl_tf.modeling.losses import SDLLoss
 
     vectors = np.eye(5, 8, dtype=np.float32)
     model = build_model(CFG)
@@ -84,7 +85,7 @@ def test_dim_required():
 
 
 def test_load_model_dir(tmp_path):
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     model = build_model(CFG)
     model.save(str(tmp_path / "final.keras"))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdl_tf import exporting, predict
+from sdl_tf.serving import export_lib
+from sdl_tf.serving import tagger as tagger_lib
 from tests.test_exporting import (
     ATOL,
     NAMES,
@@ -39,7 +40,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     model_dir = str(root / "run")
     model, ls = write_model_dir(model_dir)
-    export = exporting.export_saved_model(model, ls, str(root / "saved"), "sdl", 1, top_k=3)
+    export = export_lib.export_saved_model(model, ls, str(root / "saved"), "sdl", 1, top_k=3)
     images = root / "images"
     images.mkdir()
     data = make_images(3, seed=21) + make_images(1, seed=22, fmt="PNG")
@@ -64,12 +65,12 @@ def test_predict_from_export_with_extra_label_file(setup, tmp_path):
     vec_file = tmp_path / "extra.txt"
     vec_file.write_text("".join(f"{k}\t{' '.join(map(str, v))}\n" for k, v in extra.items()))
     out_dir = tmp_path / "out"
-    config = predict.PredictConfig(model=os.path.dirname(setup["export"]),
+    config = tagger_lib.PredictConfig(model=os.path.dirname(setup["export"]),
                                    images=setup["images"], extra_labels=str(vec_file),
                                    top_k=7, output_dir=str(out_dir))
     import io
     printed = io.StringIO()
-    results = predict.run_predict(config, out=printed)
+    results = tagger_lib.run_predict(config, out=printed)
 
     assert [r.image_id for r in results] == ["broken", "im0", "im1", "im2", "im3"]
     assert results[0].error and not results[0].tags
@@ -104,9 +105,9 @@ def test_predict_model_dir_equals_export_and_word_vectors(setup, tmp_path):
     common = {"images": setup["images"], "extra_labels": "red car,kite",
               "word_vectors": str(tmp_path / "w2v.txt"), "top_k": 3}
     devnull = open(os.devnull, "w")
-    from_dir = predict.run_predict(predict.PredictConfig(model=setup["model_dir"], **common),
+    from_dir = tagger_lib.run_predict(tagger_lib.PredictConfig(model=setup["model_dir"], **common),
                                    out=devnull)
-    from_export = predict.run_predict(predict.PredictConfig(model=setup["export"], **common),
+    from_export = tagger_lib.run_predict(tagger_lib.PredictConfig(model=setup["export"], **common),
                                       out=devnull)
     for a, b in zip(from_dir, from_export, strict=True):
         assert (a.image_id, a.error) == (b.image_id, b.error)
@@ -116,23 +117,23 @@ def test_predict_model_dir_equals_export_and_word_vectors(setup, tmp_path):
     # A multi-word extra label is the normalised mean of its words' unit vectors.
     unit = {k: v / np.linalg.norm(v) for k, v in table.items()}
     red_car = unit["red"] + unit["car"]
-    vocab = predict.build_vocabulary(setup["ls"], "red car,kite", str(tmp_path / "w2v.txt"))
+    vocab = tagger_lib.build_vocabulary(setup["ls"], "red car,kite", str(tmp_path / "w2v.txt"))
     assert vocab.names[-2:] == ("red car", "kite") and vocab.extra[-2:].all()
     np.testing.assert_allclose(vocab.vectors[-2], red_car / np.linalg.norm(red_car), atol=1e-5)
 
 
 def test_predict_errors(setup, tmp_path):
-    with pytest.raises(predict.PredictError, match="--word_vectors"):
-        predict.build_vocabulary(setup["ls"], "zebra")
+    with pytest.raises(tagger_lib.PredictError, match="--word_vectors"):
+        tagger_lib.build_vocabulary(setup["ls"], "zebra")
     write_word2vec(tmp_path / "w2v.txt", ["red"])
-    with pytest.raises(predict.PredictError, match="'zebra'"):
-        predict.build_vocabulary(setup["ls"], "zebra", str(tmp_path / "w2v.txt"))
-    with pytest.raises(predict.PredictError, match="does not exist"):
-        predict.list_images(str(tmp_path / "nope"))
-    with pytest.raises(predict.PredictError, match="no .jpg"):
-        predict.list_images(str(tmp_path))
-    with pytest.raises(predict.PredictError, match="neither"):
-        predict.Tagger(str(tmp_path / "w2v.txt"))
+    with pytest.raises(tagger_lib.PredictError, match="'zebra'"):
+        tagger_lib.build_vocabulary(setup["ls"], "zebra", str(tmp_path / "w2v.txt"))
+    with pytest.raises(tagger_lib.PredictError, match="does not exist"):
+        tagger_lib.list_images(str(tmp_path / "nope"))
+    with pytest.raises(tagger_lib.PredictError, match="no .jpg"):
+        tagger_lib.list_images(str(tmp_path))
+    with pytest.raises(tagger_lib.PredictError, match="neither"):
+        tagger_lib.Tagger(str(tmp_path / "w2v.txt"))
 
 
 def test_corrupt_but_well_framed_png_is_isolated(setup):
@@ -140,7 +141,7 @@ def test_corrupt_but_well_framed_png_is_isolated(setup):
     alone: the batch is retried image by image."""
     png = make_images(1, seed=23, fmt="PNG")[0]
     broken = png[:40] + b"\0" * 60 + png[100:]
-    tagger = predict.Tagger(setup["export"])
+    tagger = tagger_lib.Tagger(setup["export"])
     good = setup["data"][:2]
     matrices, errors = tagger.matrices([good[0], broken, good[1]])
     assert errors[0] == errors[2] == "" and errors[1].startswith("corrupt image data: ")

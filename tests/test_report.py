@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from sdl_tf import report
+from sdl_tf.evaluation import report
 
 
 def _items(tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import exporting, predict, retrieval
+from sdl_tf.serving import export_lib, retrieval
+from sdl_tf.serving import tagger as tagger_lib
 from tests.test_exporting import NAMES, D, export_tiny, make_images
 from tests.test_predict import write_word2vec
 
@@ -67,8 +68,8 @@ def indexed(tmp_path_factory):
     for i, d in enumerate(data):
         (images / f"p{i}.jpg").write_bytes(d)
     (images / "zz_bad.png").write_bytes(b"junk")
-    tagger = predict.Tagger(export)
-    index, stats = retrieval.build_index(tagger, predict.list_images(str(images)), batch_size=4,
+    tagger = tagger_lib.Tagger(export)
+    index, stats = retrieval.build_index(tagger, tagger_lib.list_images(str(images)), batch_size=4,
                                          show_progress=False)
     return {"root": root, "export": export, "ls": ls, "images": str(images), "data": data,
             "index": index, "stats": stats, "tagger": tagger}
@@ -115,7 +116,7 @@ def test_cli_index_and_query(indexed, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     idx = str(tmp_path / "idx.npz")
     res = subprocess.run(
-        [sys.executable, "-m", "sdl_tf.retrieval", "index", f"--model={indexed['export']}",
+        [sys.executable, "-m", "sdl_tf.retrieve", "index", f"--model={indexed['export']}",
          f"--images={indexed['images']}", f"--index={idx}", "--batch_size=4"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -123,7 +124,7 @@ def test_cli_index_and_query(indexed, tmp_path):
     w2v = str(tmp_path / "w2v.txt")
     write_word2vec(w2v, ["kite", "dog"])
     res = subprocess.run(
-        [sys.executable, "-m", "sdl_tf.retrieval", "query", f"--index={idx}",
+        [sys.executable, "-m", "sdl_tf.retrieve", "query", f"--index={idx}",
          "--tags=red,kite", f"--word_vectors={w2v}", "--top=3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -143,4 +144,4 @@ def test_export_contract_of_the_index_inputs(indexed):
     index, ls = indexed["index"], indexed["ls"]
     np.testing.assert_array_equal(index.label_unseen, ls.unseen)
     np.testing.assert_allclose(index.label_vectors, ls.vectors)
-    assert exporting.resolve_export_path(indexed["export"]) == indexed["export"]
+    assert export_lib.resolve_export_path(indexed["export"]) == indexed["export"]

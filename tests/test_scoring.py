@@ -1,5 +1,5 @@
-"""Tests for sdl_tf.scoring (eq. 1 and the l2 baseline of section 4.1): the keras.ops and NumPy
-twins, each against the other and against hand-computed values."""
+"""Tests for sdl_tf.modeling.scoring (eq. 1 and the l2 baseline of section 4.1): the keras.ops and
+NumPy twins, each against the other and against hand-computed values."""
 
 import os
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import scoring
+from sdl_tf.modeling import scoring
 
 
 def test_max_scores_match_golden(golden_dir):

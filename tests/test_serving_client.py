@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import serving_client as sc
-from sdl_tf.exporting import op_error_message
+from sdl_tf.serving import client as sc
+from sdl_tf.serving.export_lib import op_error_message
 from tests.test_exporting import ATOL, NAMES, export_tiny, make_images
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))

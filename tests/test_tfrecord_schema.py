@@ -1,4 +1,4 @@
-"""Tests for sdl_tf.tfrecord_schema: serialisation round trip, targets, shard naming."""
+"""Tests for sdl_tf.data.tfrecord_schema: serialisation round trip, targets, shard naming."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import tfrecord_schema as schema
+from sdl_tf.data import tfrecord_schema as schema
 
 
 def test_serialize_parse_round_trip():

@@ -1,5 +1,5 @@
-"""Tests for sdl_tf.training: schedule, a full run's outputs, TensorBoard, finish/continue, and
-resume after a real SIGKILL."""
+"""Tests for sdl_tf.training.trainer: schedule, a full run's outputs, TensorBoard, finish/continue,
+and resume after a real SIGKILL."""
 
 import json
 import os
@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from sdl_tf import training
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
-from sdl_tf.model import load_model_dir
+from sdl_tf.modeling.model import load_model_dir
+from sdl_tf.training import trainer as trainer_lib
 from tests.helpers.demo_data import demo_dataset
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -39,7 +39,7 @@ def _config(demo_dir, model_dir, **kw):
 
 
 def test_one_cycle_schedule_by_hand():
-    s = training.OneCycleCosine(1e-3, total_steps=100, warmup_fraction=0.2, div_factor=25,
+    s = trainer_lib.OneCycleCosine(1e-3, total_steps=100, warmup_fraction=0.2, div_factor=25,
                                 final_div_factor=1e4)
     # PyTorch OneCycleLR(cos): up from 1e-3/25 = 4e-5 over steps 0..19, down to 4e-5/1e4 at 99.
     lr = lambda step: float(s(step))  # noqa: E731
@@ -49,7 +49,7 @@ def test_one_cycle_schedule_by_hand():
     np.testing.assert_allclose(lr(59), (1e-3 + 4e-9) / 2, rtol=1e-5)  # halfway down
     np.testing.assert_allclose(lr(99), 4e-9, rtol=1e-4)
     assert lr(30) > lr(40) > lr(50)
-    assert training.OneCycleCosine(**s.get_config()).get_config() == s.get_config()
+    assert trainer_lib.OneCycleCosine(**s.get_config()).get_config() == s.get_config()
 
 
 def _scalars(logdir):
@@ -65,7 +65,7 @@ def _scalars(logdir):
 def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
     model_dir = tmp_path / "run"
     cfg = _config(demo_dir, model_dir)
-    result = training.train(cfg, progress=True)
+    result = trainer_lib.train(cfg, progress=True)
     # 96 train images // 16 = 6 steps per epoch, 2 epochs.
     assert result["status"] == "finished" and result["step"] == 12
     assert result["steps_per_epoch"] == 6 and result["resumed_from_step"] == 0
@@ -85,7 +85,7 @@ def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
     assert all(np.isfinite(v) for v in train["loss/total"].values())
     assert all(v >= 1.0 for v in train["loss/sdw_mean"].values())  # eq. (3): 1 + variance
     for step, value in train["learning_rate"].items():
-        np.testing.assert_allclose(value, float(training.OneCycleCosine(1e-3, 12)(step)),
+        np.testing.assert_allclose(value, float(trainer_lib.OneCycleCosine(1e-3, 12)(step)),
                                    rtol=1e-5)
     assert "flags" in acc.Tags()["tensors"]  # the resolved flags as a text summary
     _, val = _scalars(str(model_dir / "logs" / "val"))
@@ -99,21 +99,21 @@ def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
 
     # A finished run is not silently retrained.
     mtime = os.path.getmtime(model_dir / "final.keras")
-    again = training.train(cfg)
+    again = trainer_lib.train(cfg)
     assert again["status"] == "already_finished" and again["step"] == 12
     assert os.path.getmtime(model_dir / "final.keras") == mtime
     assert "already trained" in capsys.readouterr().err
 
     # More epochs continue from the last checkpoint (step 12), not from scratch.
-    more = training.train(cfg.replace(epochs=3), progress=False)
+    more = trainer_lib.train(cfg.replace(epochs=3), progress=False)
     assert (more["status"], more["resumed_from_step"], more["step"]) == ("finished", 12, 18)
 
     # A different model in the same dir is refused unless --overwrite.
     other = cfg.replace(model=ModelConfig(backbone="tiny", weights="none", image_size=32,
                                           num_rows=3, dim=16), epochs=1)
     with pytest.raises(ValueError, match="different settings.*model.*--overwrite"):
-        training.train(other)
-    fresh = training.train(other.replace(overwrite=True), progress=False)
+        trainer_lib.train(other)
+    fresh = trainer_lib.train(other.replace(overwrite=True), progress=False)
     assert (fresh["resumed_from_step"], fresh["step"]) == (0, 6)
 
 
@@ -156,7 +156,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(demo_dir, tmp_path):
 
     # The same run without the interruption, in this process.
     ref_dir = tmp_path / "ref"
-    ref = training.train(_config(demo_dir, ref_dir, epochs=2, steps_per_epoch=20,
+    ref = trainer_lib.train(_config(demo_dir, ref_dir, epochs=2, steps_per_epoch=20,
                                  checkpoint_every_steps=5, log_every_steps=1,
                                  data=DataConfig(data_dir=demo_dir, shuffle_buffer=64,
                                                  cutout=0.25, val_split="none")),
@@ -195,7 +195,7 @@ def test_jit_compile_step_matches_eager_graph(tmp_path):
                           jit_compile=jit, model=ModelConfig(backbone="tiny", weights="none",
                                                              image_size=32, num_rows=2, dim=16,
                                                              dropout=0.0))
-        trainer = training.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=10)
+        trainer = trainer_lib.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=10)
         losses[jit] = [float(trainer.train_step(batch)["loss"]) for _ in range(2)]
     # XLA fuses and reorders float32 ops; Adam's normalised steps keep differences tiny.
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
@@ -207,7 +207,7 @@ def test_mixed_precision_run(demo_dir, tmp_path):
     cfg = _config(demo_dir, tmp_path / "mp", mixed_precision=True, epochs=1, steps_per_epoch=2,
                   log_every_steps=1,
                   data=DataConfig(data_dir=demo_dir, shuffle_buffer=16, val_split="none"))
-    result = training.train(cfg, progress=False)
+    result = trainer_lib.train(cfg, progress=False)
     assert result["step"] == 2 and np.isfinite(result["last_loss"])
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     model, _ = load_model_dir(str(tmp_path / "mp"))
@@ -216,13 +216,13 @@ def test_mixed_precision_run(demo_dir, tmp_path):
 
 
 def test_validation_logs_row_usage_figure3_grid_and_per_label_ap(demo_dir, tmp_path):
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     model_dir = tmp_path / "diag"
     cfg = _config(demo_dir, model_dir, epochs=1, steps_per_epoch=2, log_every_steps=1,
                   model=ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3,
                                     dim=16))
-    result = training.train(cfg, progress=False)
+    result = trainer_lib.train(cfg, progress=False)
     logdir = str(model_dir / "logs" / "val")
     acc, val = _scalars(logdir)
     shares = [val[f"rows/share_{m}"][2] for m in (1, 2, 3)]  # M = 3 rows, step 2
@@ -255,17 +255,17 @@ def test_validation_logs_row_usage_figure3_grid_and_per_label_ap(demo_dir, tmp_p
 
 
 def test_figure3_grid_of_a_few_validation_images(demo_dir):
-    from sdl_tf.label_space import LabelSpace
-    from sdl_tf.model import build_model
+    from sdl_tf.labels.label_space import LabelSpace
+    from sdl_tf.modeling.model import build_model
 
     space = LabelSpace.load(demo_dir)
     cfg = _config(demo_dir, "unused", model=ModelConfig(backbone="tiny", weights="none",
                                                         image_size=32, num_rows=2, dim=16))
-    images, labels, ids = training.figure3_images(cfg, ("split", "val"), space.num_labels, 3)
+    images, labels, ids = trainer_lib.figure3_images(cfg, ("split", "val"), space.num_labels, 3)
     assert images.shape == (3, 32, 32, 3) and labels.shape == (3, space.num_labels)
     assert len(ids) == 3
     model = build_model(cfg.model)
-    grid = training.figure3_grid(model, images, ids, space, top_k=4, thumb=64)
+    grid = trainer_lib.figure3_grid(model, images, ids, space, top_k=4, thumb=64)
     assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[1] == 3 * (64 + 12)
 
 
@@ -274,7 +274,7 @@ def _one_step(tmp_path, **kw):
     cfg = TrainConfig(model_dir=str(tmp_path), batch_size=8, learning_rate=1e-2,
                       model=ModelConfig(backbone="tiny", weights="none", image_size=32,
                                         num_rows=2, dim=16, dropout=0.0), **kw)
-    trainer = training.Trainer(cfg, np.eye(6, 16, dtype=np.float32),
+    trainer = trainer_lib.Trainer(cfg, np.eye(6, 16, dtype=np.float32),
                                tf.distribute.get_strategy(), total_steps=10)
     before = {v.path: v.numpy().copy() for v in trainer.model.trainable_variables}
     lr = trainer.learning_rate()

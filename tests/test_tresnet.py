@@ -1,4 +1,4 @@
-"""Tests for sdl_tf.tresnet and sdl_tf.convert_weights that need neither torch nor timm.
+"""Tests for sdl_tf.modeling.tresnet, tresnet_weights and the convert_weights CLI; no torch/timm.
 
 Checkpoints are made by hand from a Keras model (numpy arrays under timm's names, written with
 the safetensors numpy API). Parity with timm itself is in test_tresnet_parity.py.
@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from sdl_tf import backbones, convert_weights, tresnet
 from sdl_tf.config import ModelConfig
-from sdl_tf.model import build_model, load_model
+from sdl_tf.modeling import backbones, tresnet, tresnet_weights
+from sdl_tf.modeling.model import build_model, load_model
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # timm 1.0's tresnet_m state dict: 434 entries = 372 tensors + 60 num_batches_tracked + head.fc
@@ -35,7 +35,7 @@ def _timm_state(model, seed=1):
     """A random timm-named state dict that fits `model` (torch layouts), with the classifier."""
     rng = np.random.default_rng(seed)
     state = {}
-    for name, (_, shape, _) in convert_weights.keras_targets(model).items():
+    for name, (_, shape, _) in tresnet_weights.keras_targets(model).items():
         value = rng.normal(size=shape).astype(np.float32)
         state[name] = np.abs(value) + 0.5 if name.endswith("running_var") else value
     state["head.fc.weight"] = rng.normal(size=(1000, 2048)).astype(np.float32)
@@ -57,7 +57,7 @@ def test_architecture_matches_timm(model64):
     assert model64.output_shape == (None, 2, 2, 2048)
     assert model64.count_params() == TIMM_PARAMS_AND_STATS
     assert sum(int(np.prod(w.shape)) for w in model64.trainable_weights) == TIMM_PARAMS
-    targets = convert_weights.keras_targets(model64)
+    targets = tresnet_weights.keras_targets(model64)
     assert len(targets) == TIMM_TENSORS
     # A few of timm's names, one per kind of module (stem, SE, projection shortcut, last BN).
     for name in ("body.conv1.conv.weight", "body.layer1.0.se.fc1.bias",
@@ -121,7 +121,7 @@ def test_convert_then_build_backbone_loads_it(model64, tmp_path):
     state = _timm_state(model64)
     src = _save(state, tmp_path / "tresnet_m.safetensors")
     dst = str(tmp_path / "out" / "tresnet_m.weights.h5")
-    notes = convert_weights.convert(src, dst)
+    notes = tresnet_weights.convert(src, dst)
     assert any("classifier" in n and "head.fc.weight (1000, 2048)" in n for n in notes)
     backbone, mode = backbones.build_backbone("tresnet_m", (64, 64, 3), dst)
     assert mode == "unit"
@@ -158,7 +158,7 @@ def test_miil_inplace_abn_names_are_renamed(model64, tmp_path):
     legacy["body.layer3.0.conv2.0.1.weight"] = -(state["body.layer3.0.conv2.bn.weight"] ** 2)
     src = _save(legacy, tmp_path / "miil.safetensors")
     dst = str(tmp_path / "miil.weights.h5")
-    notes = convert_weights.convert(src, dst)
+    notes = tresnet_weights.convert(src, dst)
     assert any("inplace-ABN" in n for n in notes), notes
     model = tresnet.tresnet_m((64, 64, 3), weights=dst)
     np.testing.assert_allclose(model.get_layer("body.layer3.0.conv2.bn").gamma.numpy(),
@@ -174,8 +174,8 @@ def test_converter_names_missing_extra_and_misshapen_tensors(model64, tmp_path):
     state["body.layer1.2.se.fc2.weight"] = np.zeros((64, 32, 1, 1), np.float32)
     src = _save(state, tmp_path / "bad.safetensors")
     dst = tmp_path / "bad.weights.h5"
-    with pytest.raises(convert_weights.ConversionError) as err:
-        convert_weights.convert(src, str(dst))
+    with pytest.raises(tresnet_weights.ConversionError) as err:
+        tresnet_weights.convert(src, str(dst))
     message = str(err.value)
     assert "\n" not in message
     assert "missing 1: body.layer3.4.conv2.bn.running_mean" in message
@@ -186,18 +186,18 @@ def test_converter_names_missing_extra_and_misshapen_tensors(model64, tmp_path):
 
 
 def test_converter_input_errors(tmp_path):
-    with pytest.raises(convert_weights.ConversionError, match="checkpoint not found: .*nope.pth"):
-        convert_weights.convert(str(tmp_path / "nope.pth"), str(tmp_path / "a.weights.h5"))
+    with pytest.raises(tresnet_weights.ConversionError, match="checkpoint not found: .*nope.pth"):
+        tresnet_weights.convert(str(tmp_path / "nope.pth"), str(tmp_path / "a.weights.h5"))
     (tmp_path / "w.npz").write_bytes(b"")
-    with pytest.raises(convert_weights.ConversionError, match="unknown checkpoint type"):
-        convert_weights.convert(str(tmp_path / "w.npz"), str(tmp_path / "a.weights.h5"))
-    with pytest.raises(convert_weights.ConversionError, match=r"must end in \.weights\.h5"):
-        convert_weights.convert(str(tmp_path / "w.npz"), str(tmp_path / "a.h5"))
+    with pytest.raises(tresnet_weights.ConversionError, match="unknown checkpoint type"):
+        tresnet_weights.convert(str(tmp_path / "w.npz"), str(tmp_path / "a.weights.h5"))
+    with pytest.raises(tresnet_weights.ConversionError, match=r"must end in \.weights\.h5"):
+        tresnet_weights.convert(str(tmp_path / "w.npz"), str(tmp_path / "a.h5"))
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     have_package = importlib.util.find_spec("safetensors") is not None
     expected = "cannot read safetensors" if have_package else "needs the safetensors package"
-    with pytest.raises(convert_weights.ConversionError, match=expected):
-        convert_weights.convert(str(tmp_path / "junk.safetensors"), str(tmp_path / "a.weights.h5"))
+    with pytest.raises(tresnet_weights.ConversionError, match=expected):
+        tresnet_weights.convert(str(tmp_path / "junk.safetensors"), str(tmp_path / "a.weights.h5"))
 
 
 def test_cli_refuses_with_one_line_and_no_traceback(tmp_path):

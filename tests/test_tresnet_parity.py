@@ -1,4 +1,4 @@
-"""Parity of `sdl_tf.tresnet` + `sdl_tf.convert_weights` with timm's PyTorch TResNet.
+"""Parity of `sdl_tf.modeling.tresnet` + `tresnet_weights` (convert_weights) with timm's TResNet.
 
 Needs torch, timm and safetensors (`make test-convert`, or `pip install 'sdl-tf[convert]'`);
 skipped without them and excluded from `make test` by the `convert` marker.
@@ -111,7 +111,7 @@ def test_features_match_timm(arch, tmp_path):
     _require_converter_deps()
     import keras
 
-    from sdl_tf import convert_weights, tresnet
+    from sdl_tf.modeling import tresnet, tresnet_weights
 
     sizes = CASES[arch]
     code = (f"import sys; sys.path.insert(0, {ROOT!r}); "
@@ -126,7 +126,7 @@ def test_features_match_timm(arch, tmp_path):
     for kind, name in (("pth", f"{arch}.pth"), ("safetensors", f"{arch}.safetensors"),
                        ("miil", f"{arch}_miil.pth")):
         files[kind] = str(tmp_path / f"{kind}.weights.h5")
-        notes = convert_weights.convert(str(tmp_path / name), files[kind], arch)
+        notes = tresnet_weights.convert(str(tmp_path / name), files[kind], arch)
         assert any("classifier" in n for n in notes), notes
         if kind == "miil":
             assert any("inplace-ABN" in n for n in notes) and any("blur" in n for n in notes)

@@ -1,4 +1,4 @@
-"""Tests for sdl_tf.word_vectors: gensim formats, label lookup rules, label-vector files.
+"""Tests for sdl_tf.labels.word_vectors: gensim formats, label lookup rules, label-vector files.
 
 Only gensim's bundled test models (gensim/test/test_data) and files written here are used.
 """
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gensim.test.utils import datapath
 
-from sdl_tf import word_vectors as wv
+from sdl_tf.labels import word_vectors as wv
 
 
 def _unit(v):

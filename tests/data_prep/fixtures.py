@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from sdl_tf import tfrecord_schema
+from sdl_tf.data import tfrecord_schema
 
 # Image kinds: "jpeg" (RGB, passes through), "png" and "gray" (converted to RGB JPEG),
 # "truncated" (a JPEG cut short: skipped), "not_image" (text: skipped), "empty" (skipped).
@@ -65,7 +65,7 @@ def write_word2vec(path: str, words, dim: int = 6, seed: int = 0) -> str:
 
 
 def read_split(data_dir: str, split: str) -> dict[str, dict]:
-    """Reads every example of a split back through `sdl_tf.tfrecord_schema`.
+    """Reads every example of a split back through `sdl_tf.data.tfrecord_schema`.
 
     Returns:
       image id -> {"positives": sorted list, "negatives": sorted list, "image": (H, W, 3)}.

@@ -11,8 +11,8 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import common
-from sdl_tf import tfrecord_schema as schema
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.data import tfrecord_schema as schema
+from sdl_tf.labels.label_space import LabelSpace
 
 
 def _jpeg(path, size=(20, 12), mode="RGB", color=(200, 30, 30)):

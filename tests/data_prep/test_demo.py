@@ -9,9 +9,9 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import demo
-from sdl_tf import tfrecord_schema as schema
-from sdl_tf.label_space import LabelSpace
-from sdl_tf.word_vectors import load_word_vectors
+from sdl_tf.data import tfrecord_schema as schema
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.labels.word_vectors import load_word_vectors
 
 
 def _make(out, seed=0):

@@ -11,8 +11,8 @@ from PIL import Image
 
 from data_prep import manifest
 from data_prep.common import DataPrepError
-from sdl_tf import tfrecord_schema as schema
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.data import tfrecord_schema as schema
+from sdl_tf.labels.label_space import LabelSpace
 
 VECTORS = {"dog": [1, 0, 0, 0], "cat": [0, 1, 0, 0], "traffic": [0, 0, 1, 0],
            "light": [0, 0, 0, 1], "car": [1, 1, 0, 0], "frisbee": [0, 1, 1, 0]}

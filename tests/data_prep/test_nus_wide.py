@@ -9,8 +9,8 @@ import pytest
 
 from data_prep import nus_wide
 from data_prep.common import CommonOptions, DataPrepError
-from sdl_tf import tfrecord_schema
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.data import tfrecord_schema
+from sdl_tf.labels.label_space import LabelSpace
 from tests.data_prep import fixtures
 
 

@@ -2,8 +2,9 @@
 
     python -m tests.helpers.mw_worker <task_index> <port0,port1> <out.npz>
 
-Builds `sdl_tf.training.Trainer` under --strategy=multi_worker (cluster from TF_CONFIG), feeds
-this worker its half of fixed global batches and writes the per-step losses and final weights.
+Builds `sdl_tf.training.trainer.Trainer` under --strategy=multi_worker (cluster from
+TF_CONFIG), feeds this worker its half of fixed global batches and writes the per-step losses
+and final weights.
 """
 
 import json
@@ -42,11 +43,11 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from sdl_tf import training
+    from sdl_tf.training import trainer as trainer_lib
 
-    strategy = training.get_strategy("multi_worker")
+    strategy = trainer_lib.get_strategy("multi_worker")
     images, targets, vectors = global_batches()
-    trainer = training.Trainer(config(), vectors, strategy, total_steps=10)
+    trainer = trainer_lib.Trainer(config(), vectors, strategy, total_steps=10)
     initial = [w.numpy() for w in trainer.model.weights]
     half = images.shape[1] // 2
 
@@ -61,7 +62,7 @@ def main():
         losses.append(float(trainer.train_step(batch)["loss"]))
     arrays = {f"w{i}": w.numpy() for i, w in enumerate(trainer.model.weights)}
     arrays.update({f"init{i}": w for i, w in enumerate(initial)})
-    np.savez(out, losses=np.array(losses), is_chief=training.is_chief(strategy), **arrays)
+    np.savez(out, losses=np.array(losses), is_chief=trainer_lib.is_chief(strategy), **arrays)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from sdl_tf import atomic_io, gfile_utils
+from sdl_tf.utils import atomic_io, gfile_utils
 
 LABELS_FILE = "labels.json"
 VECTORS_FILE = "label_vectors.npy"

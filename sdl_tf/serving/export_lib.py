@@ -29,8 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf import gfile_utils, scoring
 from sdl_tf.config import ExportConfig  # with the other configs (light to import)
+from sdl_tf.modeling import scoring
+from sdl_tf.utils import gfile_utils
 
 SERVING_DEFAULT = "serving_default"
 SCORE_LABELS = "score_labels"
@@ -82,7 +83,7 @@ def image_bytes_valid(image_bytes: tf.Tensor) -> tf.Tensor:
 def decode_and_resize(image_bytes: tf.Tensor, image_size: tuple[int, int]) -> tuple:
     """Decodes a batch of JPEG/PNG bytes to the model's uint8 input, flagging bad images.
 
-    Same as evaluation (`sdl_tf.data.decode_eval_image`): the whole image, bilinear with
+    Same as evaluation (`sdl_tf.data.pipeline.decode_eval_image`): the whole image, bilinear with
     antialiasing to exactly `image_size` (no crop), rounded back to uint8 because the model's
     input contract is uint8 0-255 RGB with the preprocessing inside the model.
 
@@ -149,7 +150,7 @@ def build_export_archive(model: keras.Model, label_space, top_k: int = 10):
 
     Args:
       model: Keras model, input uint8 (None, H, W, 3), output float32 (None, M, d).
-      label_space: `sdl_tf.label_space.LabelSpace` whose names/vectors are embedded.
+      label_space: `sdl_tf.labels.label_space.LabelSpace` whose names/vectors are embedded.
       top_k: K of the `serving_default` top-K outputs (capped at the number of labels).
 
     Returns:
@@ -410,7 +411,7 @@ class LoadedExport:
 
 def load_export(path: str) -> LoadedExport:
     """Loads an export (version dir or base dir) with `tf.saved_model.load`."""
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     path = resolve_export_path(path)
     module = tf.saved_model.load(path)
@@ -427,8 +428,8 @@ def load_from_checkpoint(model_dir: str):
       (keras.Model, LabelSpace).
     """
     from sdl_tf.config import load_config
-    from sdl_tf.label_space import LabelSpace
-    from sdl_tf.model import build_model
+    from sdl_tf.labels.label_space import LabelSpace
+    from sdl_tf.modeling.model import build_model
 
     config_path = os.path.join(model_dir, "config.json")
     if not tf.io.gfile.exists(config_path):
@@ -447,7 +448,7 @@ def load_from_checkpoint(model_dir: str):
 
 def load_model_for_export(config: ExportConfig):
     """Loads (keras.Model, LabelSpace) from the model dir per the config."""
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     if config.checkpoint:
         return load_from_checkpoint(config.model_dir)
@@ -457,7 +458,7 @@ def load_model_for_export(config: ExportConfig):
         with gfile_utils.local_copy(config.keras_model) as local:  # Keras reads local files
             model = keras.saving.load_model(local, compile=False)
         return model, LabelSpace.load(config.model_dir)
-    from sdl_tf.model import load_model_dir
+    from sdl_tf.modeling.model import load_model_dir
 
     return load_model_dir(config.model_dir)
 

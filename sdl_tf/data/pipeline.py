@@ -1,4 +1,4 @@
-"""tf.data input pipelines over the prepared TFRecord shards (`sdl_tf.tfrecord_schema`).
+"""tf.data input pipelines over the prepared TFRecord shards (`sdl_tf.data.tfrecord_schema`).
 
 Training: shuffled shard order -> parallel deterministic interleave -> per-input-pipeline shard
 -> example shuffle -> repeat -> decode + ImageNet-style augmentation with cutout (parallel) ->
@@ -19,7 +19,7 @@ import os
 
 import tensorflow as tf
 
-from sdl_tf import tfrecord_schema
+from sdl_tf.data import tfrecord_schema
 from sdl_tf.config import DataConfig
 
 AUTOTUNE = tf.data.AUTOTUNE

@@ -1,15 +1,14 @@
 r"""Tag-based image retrieval over an index of per-image matrices A (paper section 4.2).
 
-    python -m sdl_tf.retrieval index --model=saved_models/sdl --images=photos/ --index=idx.npz
-    python -m sdl_tf.retrieval query --index=idx.npz --tags="red circle,dog" [--word_vectors=...] \
-        [--top=10]
+The library of `python -m sdl_tf.retrieve index|query` (`run_index`, `run_query`).
 
 "For tag-based image retrieval, for a query tag, we compute similarly r_ij for all given images
 and rank them": r_ij = max_m (A_i t_j) (eq. 1). The index stores every A_i once (float16 by
 default, i.e. N * M * d * 2 bytes), the image ids and the model's label space, in one `.npz`
 written with `np.savez` (no pickle). A query is one pass over the matrices with the NumPy
-eq. (1) of `sdl_tf.scoring` ((N*M, d) x (d, Q) products for a batch of Q tags, in blocks, then
-a max over the M rows of each image) and the top-K of `sdl_tf.metrics.top_k_indices`.
+eq. (1) of `sdl_tf.modeling.scoring` ((N*M, d) x (d, Q) products for a batch of Q tags, in
+blocks, then a max over the M rows of each image) and the top-K of
+`sdl_tf.evaluation.metrics.top_k_indices`.
 Query tags are label names of the index (seen or unseen), or any word/phrase with a vector in
 `--word_vectors`.
 """
@@ -23,9 +22,10 @@ import time
 
 import numpy as np
 
-from sdl_tf import atomic_io, gfile_utils, scoring
-from sdl_tf.config_flags import config_from_flags, define_flags, field
-from sdl_tf.metrics import top_k_indices
+from sdl_tf.config_flags import field
+from sdl_tf.evaluation.metrics import top_k_indices
+from sdl_tf.modeling import scoring
+from sdl_tf.utils import atomic_io, gfile_utils
 
 INDEX_VERSION = 1
 # Rows of the (N*M, d) matrix per GEMM call: bounds the temporary (rows, Q) product.
@@ -134,7 +134,7 @@ class RetrievalIndex:
                 raise RetrievalError(
                     f"tags {others} are not labels of the index; give --word_vectors to embed them"
                 )
-            from sdl_tf import word_vectors as wv
+            from sdl_tf.labels import word_vectors as wv
 
             kv = wv.load_word_vectors(word_vectors)
             try:
@@ -154,11 +154,11 @@ def build_index(tagger, paths, batch_size: int = 32, show_progress: bool = True)
 
     Images that fail to decode are left out of the index and listed in stats["skipped"].
     """
-    from sdl_tf import predict
+    from sdl_tf.serving import tagger as tagger_lib
 
     kept, chunks, skipped = [], [], []
     start = time.perf_counter()
-    for batch, matrices, errors in predict.iterate_matrices(tagger, paths, batch_size,
+    for batch, matrices, errors in tagger_lib.iterate_matrices(tagger, paths, batch_size,
                                                             "indexed", show_progress):
         keep = [i for i, e in enumerate(errors) if not e]
         skipped += [{"path": batch[i], "error": errors[i]} for i, e in enumerate(errors) if e]
@@ -168,7 +168,7 @@ def build_index(tagger, paths, batch_size: int = 32, show_progress: bool = True)
     if not kept:
         raise RetrievalError("no image could be indexed: " + "; ".join(
             f"{s['path']}: {s['error']}" for s in skipped[:5]))
-    ids = [predict.image_id(p) for p in kept]
+    ids = [tagger_lib.image_id(p) for p in kept]
     if len(set(ids)) != len(ids):  # file stems clash (sub-folders): use the paths as ids
         ids = kept
     ls = tagger.label_space
@@ -186,7 +186,7 @@ def build_index(tagger, paths, batch_size: int = 32, show_progress: bool = True)
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-    """`python -m sdl_tf.retrieval index`: index images with a model."""
+    """`python -m sdl_tf.retrieve index`: index images with a model."""
 
     model: str = field(help="index: export dir or model dir.")
     images: str = field(help="index: image folder or comma-separated files.")
@@ -197,7 +197,7 @@ class IndexConfig:
 
 @dataclasses.dataclass(frozen=True)
 class QueryConfig:
-    """`python -m sdl_tf.retrieval query`: the top images of each tag (--index as IndexConfig)."""
+    """`python -m sdl_tf.retrieve query`: the top images of each tag (--index as IndexConfig)."""
 
     index: str
     tags: tuple[str, ...]  # --tags is one comma-separated string flag (main splits it)
@@ -206,13 +206,13 @@ class QueryConfig:
 
 
 def run_index(config: IndexConfig, out=None) -> dict:
-    from sdl_tf import predict
+    from sdl_tf.serving import tagger as tagger_lib
 
     out = out or sys.stdout
     if config.dtype not in ("float16", "float32"):
         raise RetrievalError(f"--dtype must be float16 or float32, got {config.dtype}")
-    paths = predict.list_images(config.images)
-    tagger = predict.Tagger(config.model)
+    paths = tagger_lib.list_images(config.images)
+    tagger = tagger_lib.Tagger(config.model)
     index, stats = build_index(tagger, paths, config.batch_size)
     index.save(config.index, config.dtype)
     for s in stats["skipped"]:
@@ -240,44 +240,3 @@ def run_query(config: QueryConfig, out=None) -> list[list[tuple[str, float]]]:
         print(f"{tag}: " + ", ".join(f"{i} {s:.3f}" for i, s in hits), file=out)
     print(f"{len(config.tags)} queries over {index.num_images} images in {ms:.1f} ms", file=out)
     return results
-
-
-def main(argv):
-    from absl import logging
-
-    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
-    logging.set_verbosity(logging.WARNING)
-    from absl import app, flags
-
-    f = flags.FLAGS
-    if len(argv) != 2 or argv[1] not in ("index", "query"):
-        raise app.UsageError("usage: python -m sdl_tf.retrieval index|query [flags]")
-    try:
-        if argv[1] == "index":
-            for name in ("model", "images", "index"):
-                if not getattr(f, name):
-                    raise app.UsageError(f"index needs --{name}")
-            run_index(config_from_flags(IndexConfig, f))
-        else:
-            for name in ("index", "tags"):
-                if not getattr(f, name):
-                    raise app.UsageError(f"query needs --{name}")
-            tags = tuple(t.strip() for t in f.tags.split(",") if t.strip())
-            run_query(config_from_flags(QueryConfig, f, tags=tags))
-    except RetrievalError as e:
-        raise SystemExit(f"retrieval failed: {e}") from None
-
-
-def _define_flags():
-    from absl import flags
-
-    define_flags(IndexConfig)
-    define_flags(QueryConfig, exclude=("index", "tags"))  # --index is shared with IndexConfig
-    flags.DEFINE_string("tags", None, "query: comma-separated query tags.")
-
-
-if __name__ == "__main__":
-    from sdl_tf import cli
-
-    _define_flags()
-    cli.run(main)

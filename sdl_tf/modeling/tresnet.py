@@ -12,12 +12,12 @@ LeakyReLU form of the original inplace-ABN network), without the classifier head
     -> layer4: Bottlenecks, blur-pool /2            (B, H/32, W/32, 2048w)
 
 (w: width factor; 64w is rounded down, so tresnet_m gives F = 2048, tresnet_l 2432.) The SDL
-model (`sdl_tf.model`) adds the pooling, dropout and projection itself.
+model (`sdl_tf.modeling.model`) adds the pooling, dropout and projection itself.
 
 Every layer is named after the timm module it replaces (`body.layer2.0.conv1.conv`,
 `body.layer2.0.conv1.bn`, `body.layer3.0.se.fc1`, ...), so a timm state-dict key is
-`<keras layer name>.<weight|bias|running_mean|running_var>`: `sdl_tf.convert_weights` relies
-on that. The blur filter and the space-to-depth have no weights.
+`<keras layer name>.<weight|bias|running_mean|running_var>`: `sdl_tf.modeling.tresnet_weights`
+relies on that. The blur filter and the space-to-depth have no weights.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def build_tresnet(arch: str = "tresnet_m", input_shape=(224, 224, 3), weights: s
     Args:
         arch: a key of `ARCHS`.
         input_shape: (H, W, 3); H and W multiples of 32 (or None for any such size).
-        weights: None, or a `.weights.h5` file written by `sdl_tf.convert_weights` for `arch`.
+        weights: None, or a `.weights.h5` file written by `sdl_tf.convert_weights` (CLI) for `arch`.
 
     Returns:
         A `keras.Model` named `arch`: float images (B, H, W, 3) in [0, 1] -> the last stage's

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import keras
 
-from sdl_tf import tresnet
+from sdl_tf.modeling import tresnet
 
 PREPROCESS_MODES = ("caffe", "raw", "unit", "symmetric")
 

@@ -1,4 +1,4 @@
-"""Tests for sdl_tf.data: the training/eval tf.data pipelines over the demo TFRecords."""
+"""Tests for sdl_tf.data.pipeline: the training/eval tf.data pipelines over the demo TFRecords."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sdl_tf import data as data_lib
 from sdl_tf.config import DataConfig
-from sdl_tf.label_space import LabelSpace
+from sdl_tf.data import pipeline as data_lib
+from sdl_tf.labels.label_space import LabelSpace
 from tests.helpers.demo_data import demo_dataset
 
 

@@ -1,7 +1,7 @@
 """The one TFRecord schema shared by every data-prep writer and the training/eval reader.
 
 A prepared dataset directory holds the label space (`labels.json`, `label_vectors.npy`, see
-`sdl_tf.label_space`), the shards `<split>-%05d-of-%05d.tfrecord` and one
+`sdl_tf.labels.label_space`), the shards `<split>-%05d-of-%05d.tfrecord` and one
 `<split>-summary.json` per split (counts, schema version, source, skipped files).
 
 Per example (a `tf.train.Example`):

@@ -26,7 +26,7 @@ import struct
 
 import numpy as np
 
-from sdl_tf.label_space import l2_normalize
+from sdl_tf.labels.label_space import l2_normalize
 
 FORMATS = ("auto", "word2vec_text", "word2vec_binary", "glove", "fasttext")
 _FASTTEXT_MAGIC = 793712314  # the int32 every fastText .bin starts with

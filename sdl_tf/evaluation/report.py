@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from sdl_tf import atomic_io, gfile_utils
+from sdl_tf.utils import atomic_io, gfile_utils
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,7 @@ def top_tags(
       scores: (C,) scores; rows: (C,) arg-max rows; names: C names; unseen, extra: (C,) bool.
       top_k: K (capped at C).
     """
-    from sdl_tf.metrics import top_k_indices
+    from sdl_tf.evaluation.metrics import top_k_indices
 
     k = min(int(top_k), len(names))
     # Higher score first, ties -> lower label index (as the metrics' P/R@K and tf.math.top_k).

@@ -23,9 +23,9 @@ Two twins, tested against each other (`tests/test_scoring.py`):
   re-creating them per batch of 64 images at Open Images scale).
 
 Keras is imported inside the keras.ops functions, not at module level: the NumPy users (e.g. a
-retrieval query, `sdl_tf.metrics`-only evaluation of saved scores, `sdl_tf.config` for
+retrieval query, `sdl_tf.evaluation.metrics`-only evaluation of saved scores, `sdl_tf.config` for
 `SCORINGS`) then import only NumPy from here. TensorFlow's `tf.math.top_k` in the export is the
-in-graph twin of the one NumPy top-K, `sdl_tf.metrics.top_k_indices`.
+in-graph twin of the one NumPy top-K, `sdl_tf.evaluation.metrics.top_k_indices`.
 """
 
 import numpy as np

@@ -20,7 +20,7 @@ import os
 import tempfile
 from collections.abc import Callable
 
-from sdl_tf import gfile_utils
+from sdl_tf.utils import gfile_utils
 
 
 def default_file_mode() -> int:

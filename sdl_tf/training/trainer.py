@@ -33,10 +33,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf import atomic_io
-from sdl_tf import data as data_lib
-from sdl_tf import model as model_lib
 from sdl_tf.config import TrainConfig, save_config
+from sdl_tf.data import pipeline as data_lib
+from sdl_tf.modeling import model as model_lib
+from sdl_tf.utils import atomic_io
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -160,7 +160,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, seen_vectors, strategy, total_steps: int):
-        from sdl_tf.losses import SDLLoss, sdl_loss_terms
+        from sdl_tf.modeling.losses import SDLLoss, sdl_loss_terms
 
         self.config = config
         self.strategy = strategy
@@ -331,7 +331,7 @@ def train(config: TrainConfig, flags_text: str | None = None, progress: bool = T
         `steps_per_epoch`, `resumed_from_step`, `last_loss`, `val` (last validation metrics,
         ZSL/GZSL mAP and F1@K, or None), `model_path`.
     """
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     if not config.model_dir:
         raise ValueError("model_dir is required")
@@ -546,9 +546,9 @@ def _validation_source(config: TrainConfig):
 
 
 def validation_result(model, config: TrainConfig, label_space, source) -> dict:
-    """`sdl_tf.evaluation.predict_and_evaluate` on the validation images (never the test
+    """`sdl_tf.evaluation.evaluator.predict_and_evaluate` on the validation images (never the test
     split): ZSL/GZSL metrics with per-label AP, and the row usage at K = max(eval_ks)."""
-    from sdl_tf.evaluation import predict_and_evaluate
+    from sdl_tf.evaluation.evaluator import predict_and_evaluate
 
     kind, split = source
     ds = data_lib.eval_dataset(
@@ -624,11 +624,11 @@ def figure3_grid(model, images, ids, label_space, scoring: str = "max",
         label_space: the run's `LabelSpace`.
 
     Returns:
-        uint8 (height, width, 3) RGB grid (`sdl_tf.report.grid_image`).
+        uint8 (height, width, 3) RGB grid (`sdl_tf.evaluation.report.grid_image`).
     """
-    from sdl_tf import report
-    from sdl_tf.evaluation import _predict_fn
-    from sdl_tf.scoring import numpy_scores_and_rows
+    from sdl_tf.evaluation import report
+    from sdl_tf.evaluation.evaluator import _predict_fn
+    from sdl_tf.modeling.scoring import numpy_scores_and_rows
 
     matrices = _predict_fn(model)(tf.constant(images)).numpy().astype(np.float32)  # (n, M, d)
     # (n, C) scores (eq. 1) and winning rows; n is small.

@@ -3,7 +3,7 @@
 Protocol (the authors' evaluation, see ``tests/testdata/golden/README.md``):
 
 * Tag scores are s_c = max over the rows of A t_c (eq. 1; ``scoring="l2"`` for the baseline),
-  computed by `sdl_tf.scoring` (the caller passes scores in).
+  computed by `sdl_tf.modeling.scoring` (the caller passes scores in).
 * ZSL evaluates only the unseen labels; GZSL evaluates all labels.
 * Images with no positive among the evaluated labels are dropped (separately per protocol).
 * P@K, R@K, F1@K (percent) are micro-averaged ("overall"): over the kept images, the top-K
@@ -19,16 +19,15 @@ Deterministic tie-breaking:
 * AP: higher score first; equal scores -> the image added earlier first (stream order).
 
 Scale: the evaluator keeps the (N, C) float32 score matrix (needed to rank the images of every
-label), the positives as sparse indices, and the top-K counts; it never builds an (N, C, M)
-tensor (the caller scores with `sdl_tf.scoring`, eq. 1 in GEMM blocks). `update_scores` stores
-a batch and counts its positives and top-K hits in row chunks on the calling thread: each
-row's top-K sorts only the scores at or above a cheap lower bound on its K-th largest score,
-and that bound pass is also the NaN check. AP uses only the ranks of the positives: each
-label's column is sorted once (in column chunks, one worker thread per core: numpy releases
-the GIL in these copies and sorts, and each chunk writes only its own labels, so the results do
-not depend on the number of threads) and the positives' scores are located by binary search;
-only a positive whose score ties with another image's score needs one extra comparison pass
-over its column.
+label), the positives as sparse indices, and the top-K counts; it never builds an (N, C, M) tensor
+(the caller scores with `sdl_tf.modeling.scoring`, eq. 1 in GEMM blocks). `update_scores` stores a
+batch and counts its positives and top-K hits in row chunks on the calling thread: each row's top-K
+sorts only the scores at or above a cheap lower bound on its K-th largest score, and that bound pass
+is also the NaN check. AP uses only the ranks of the positives: each label's column is sorted once
+(in column chunks, one worker thread per core: numpy releases the GIL in these copies and sorts, and
+each chunk writes only its own labels, so the results do not depend on the number of threads) and
+the positives' scores are located by binary search; only a positive whose score ties with another
+image's score needs one extra comparison pass over its column.
 """
 
 import concurrent.futures

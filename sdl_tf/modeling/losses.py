@@ -46,7 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf import scoring as scoring_lib
+from sdl_tf.modeling import scoring as scoring_lib
 
 MODES = ("paper", "official")
 # Score given to positive columns in the pairwise term: softplus(-_HUGE - s) is exactly 0 and
@@ -276,7 +276,7 @@ class SDLLoss(keras.losses.Loss):
         use_sdw: apply the semantic diversity weight (eq. 3).
         use_reg: apply the row-variance regulariser (eq. 4).
         scoring: "max" (eq. 1) or "l2" (section 4.1 baseline).
-        mode: "paper" or "official" (see `sdl_tf.losses` module doc).
+        mode: "paper" or "official" (see `sdl_tf.modeling.losses` module doc).
         **kwargs: `name`, `reduction`, `dtype` of `keras.losses.Loss`. Leave `dtype` unset for
             float32 (also under mixed precision); "float64" computes in float64.
     """

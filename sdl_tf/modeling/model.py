@@ -3,8 +3,8 @@
     images uint8 (B, H, W, 3) -> ImagePreprocessing -> backbone -> global average pooling
     -> dropout -> Dense(M * d, no bias) -> reshape -> "matrices" float32 (B, M, d)
 
-Label scores are then s_ij = max_m (A_i t_j) (eq. 1, `sdl_tf.scoring`), computed outside the
-model so that new (unseen) label vectors can be scored without touching it.
+Label scores are then s_ij = max_m (A_i t_j) (eq. 1, `sdl_tf.modeling.scoring`), computed outside
+the model so that new (unseen) label vectors can be scored without touching it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import os
 
 import keras
 
-from sdl_tf import backbones, gfile_utils
 from sdl_tf.config import ModelConfig
+from sdl_tf.modeling import backbones
+from sdl_tf.utils import gfile_utils
 
 FINAL_MODEL_NAME = "final.keras"
 
@@ -64,7 +65,7 @@ def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> kera
     """
     # Registers SDLLoss so compiled models deserialize; absent only mid-development.
     try:
-        import sdl_tf.losses  # noqa: F401
+        import sdl_tf.modeling.losses  # noqa: F401
     except ImportError:
         pass
     if not gfile_utils.isfile(path):
@@ -95,7 +96,7 @@ def require_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME) -> None:
 
 
 def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
-    """Loads a trained model directory written by `sdl_tf.training.train`.
+    """Loads a trained model directory written by `sdl_tf.training.trainer.train`.
 
     Args:
         model_dir: the directory (contains `final.keras`, `labels.json`, `label_vectors.npy`).
@@ -104,7 +105,7 @@ def load_model_dir(model_dir: str, filename: str = FINAL_MODEL_NAME):
     Returns:
         (model, label_space): the Keras model and the `LabelSpace` it was trained with.
     """
-    from sdl_tf.label_space import LabelSpace
+    from sdl_tf.labels.label_space import LabelSpace
 
     require_model_dir(model_dir, filename)
     path = os.path.join(model_dir, filename)

@@ -1,8 +1,8 @@
 """Evaluation: ZSL/GZSL mAP and P/R/F1@K (paper Tables 1-2), the diverse-image subset (Table 4).
 
-Protocol (`sdl_tf.metrics`): ZSL ranks only the unseen labels, GZSL all labels; images without
-a positive among the ranked labels are dropped; P/R/F1@K are micro-averaged; mAP is the mean
-over labels of the AP of ranking the images by that label's score (tag-based retrieval).
+Protocol (`sdl_tf.evaluation.metrics`): ZSL ranks only the unseen labels, GZSL all labels;
+images without a positive among the ranked labels are dropped; P/R/F1@K are micro-averaged; mAP
+is the mean over labels of the AP of ranking the images by that label's score (tag-based retrieval).
 
 Scores are s_ij = max_m (A_i t_j) (eq. 1) computed in streaming fashion, so memory stays
 O(batch x C) except for the (few) diverse images, whose score rows are kept for Table 4.
@@ -27,9 +27,9 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf import atomic_io
-from sdl_tf import data as data_lib
 from sdl_tf.config import DataConfig, EvalConfig, load_config
+from sdl_tf.data import pipeline as data_lib
+from sdl_tf.utils import atomic_io
 
 
 def log(msg: str) -> None:
@@ -69,7 +69,7 @@ class _DiverseCollector:
                 self.rows[task][1].append(labels[keep])
 
     def result(self, k: int) -> dict:
-        from sdl_tf.metrics import evaluate_scores
+        from sdl_tf.evaluation.metrics import evaluate_scores
 
         out = {}
         for task in ("zsl", "gzsl"):
@@ -118,13 +118,13 @@ class RowUsage:
 
         Args:
             matrices: (B, M, d) the images' matrices.
-            scores: (B, C) their label scores (from the same matrices, `sdl_tf.scoring`).
+            scores: (B, C) their label scores (from the same matrices, `sdl_tf.modeling.scoring`).
 
         Returns:
             (B, K) int64 winning row of each image's top-K tags, best tag first.
         """
-        from sdl_tf.metrics import top_k_indices
-        from sdl_tf.scoring import numpy_scores_and_rows
+        from sdl_tf.evaluation.metrics import top_k_indices
+        from sdl_tf.modeling.scoring import numpy_scores_and_rows
 
         matrices = np.asarray(matrices, np.float32)
         b, m, _ = matrices.shape
@@ -179,7 +179,7 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     Args:
         model: SDL model (images uint8 (B, H, W, 3) -> matrices (B, M, d)); unused when
             `random_seed` is given.
-        dataset: yields (images, labels (B, C) multi-hot) (`sdl_tf.data.eval_dataset`).
+        dataset: yields (images, labels (B, C) multi-hot) (`sdl_tf.data.pipeline.eval_dataset`).
         label_space: the `LabelSpace` (vectors and unseen flags, all C labels).
         ks: K values for P/R/F1@K.
         scoring: "max" (eq. 1) or "l2".
@@ -196,8 +196,8 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     """
     import keras
 
-    from sdl_tf.metrics import ZSLEvaluator
-    from sdl_tf.scoring import NumpyScorer
+    from sdl_tf.evaluation.metrics import ZSLEvaluator
+    from sdl_tf.modeling.scoring import NumpyScorer
 
     evaluator = ZSLEvaluator(label_space.unseen_indices, ks=tuple(ks),
                              num_labels=label_space.num_labels)
@@ -343,8 +343,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     Returns:
         The JSON-able result: {"zsl", "gzsl", "diverse", "split", "method", "files", ...}.
     """
-    from sdl_tf.label_space import LabelSpace
-    from sdl_tf.model import require_model_dir
+    from sdl_tf.labels.label_space import LabelSpace
+    from sdl_tf.modeling.model import require_model_dir
 
     if cfg.baseline != "random":
         require_model_dir(cfg.model_dir, cfg.model_file)
@@ -369,7 +369,7 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         image_size = 32  # images are not looked at; decode small
         method = f"Random (seed {cfg.seed})"
     else:
-        from sdl_tf.model import load_model_dir
+        from sdl_tf.modeling.model import load_model_dir
 
         model, label_space = load_model_dir(cfg.model_dir, cfg.model_file)
         image_size = int(model.input_shape[1])

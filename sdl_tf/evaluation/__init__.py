@@ -1,0 +1,1 @@
+"""Evaluation: ZSL/GZSL metrics, the evaluator and the Figure-3 report."""

@@ -1,0 +1,1 @@
+"""Label spaces and the word vectors that embed label names."""

@@ -1,0 +1,1 @@
+"""The training loop: distribution strategy, checkpoints, TensorBoard."""

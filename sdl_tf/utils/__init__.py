@@ -1,0 +1,1 @@
+"""Shared helpers: atomic writes and local-vs-gfile file access."""
