@@ -46,3 +46,36 @@ def test_same_seed_same_set(tmp_path):
         with open(os.path.join(a, name), "rb") as fa, open(os.path.join(b, name), "rb") as fb:
             assert fa.read() == fb.read(), name
     assert np.asarray(mod._texture_mask("striped", 8, np.random.default_rng(0))).mean() == 0.5
+
+
+def _write_set(path, test_images, unseen):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "unseen.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(n + "\n" for n in unseen))
+    for split, images in (("train", [["a x"], ["b x"]]), ("test", test_images)):
+        with open(os.path.join(path, f"{split}.csv"), "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "labels"])
+            w.writerows((f"{split}_{i}.jpg", "|".join(ls)) for i, ls in enumerate(images))
+
+
+def test_ceiling_bag_of_words_cannot_bind_a_swap(tmp_path):
+    mod = load_script("attribute_set_ceiling")
+    # Image 0 holds "a x" + "b y", image 1 the swap "a y" + "b x": a bag of words sees the same
+    # four words in both, so every label "a/b x/y" scores the same on both images.
+    _write_set(str(tmp_path), [["a x", "b y"], ["a y", "b x"]], unseen=["b y", "a y"])
+    names, unseen, images = mod.read_set(str(tmp_path))
+    assert names == ["a x", "a y", "b x", "b y"] and unseen == [False, True, False, True]
+    scores = mod.oracle_scores(names, images, "bag_of_words")
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+    np.testing.assert_allclose(scores[0], 2 / np.sqrt(2), atol=1e-5)
+
+
+def test_ceiling_normalisation_makes_scores_comparable_across_images(tmp_path):
+    mod = load_script("attribute_set_ceiling")
+    # "b y" alone vs three objects that hold b and y in other labels: raw counts tie (2 and 2),
+    # the per-image normalised score ranks the true image first (2 vs 2 / sqrt(3)).
+    _write_set(str(tmp_path), [["b y"], ["a y", "b x", "a x"]], unseen=["b y", "a y"])
+    result = mod.ceiling(str(tmp_path))
+    assert result["bag_of_words"][0] == pytest.approx(100.0)
+    assert mod.main([str(tmp_path)]) == 0
