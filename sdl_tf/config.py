@@ -34,6 +34,9 @@ class ModelConfig:
         dim: d, the word-vector dimension (taken from the label space when 0).
         dropout: dropout rate before the final dense layer (0.5 in the paper).
         trainable_backbone: fine-tune the backbone end to end (paper) or freeze it.
+        row_scale: 0 (the paper): the rows of A_i are what the projection gives; > 0: each
+            row is l2-normalised and multiplied by `row_scale` (`RowNormalization`), so an
+            image's scores are row_scale x the cosine of a label vector with its best row.
     """
 
     backbone: str = field("resnet50", "resnet50 | resnet101 | mobilenet_v3_small | "
@@ -44,6 +47,8 @@ class ModelConfig:
     dim: int = field(300, "d, the word-vector size (from the label space).", flag=False)
     dropout: float = field(0.5, "Dropout before the projection.")
     trainable_backbone: bool = field(True, "Fine-tune the backbone.")
+    row_scale: float = field(0.0, "0: rows of A as projected (paper); > 0: each row of A "
+                             "l2-normalised, times this scale.")
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -54,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"dim must be >= 0, got {self.dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.row_scale < 0:
+            raise ValueError(f"row_scale must be >= 0 (0 = off), got {self.row_scale}")
 
 
 @dataclasses.dataclass(frozen=True)

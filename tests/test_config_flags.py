@@ -100,14 +100,15 @@ def _flattened_fields(cls):
 
 
 # The training flags as they were hand-written in sdl_tf/train.py; names must not change
-# (configs/*.flags and every run's flags.txt use them).
+# (configs/*.flags and every run's flags.txt use them); row_scale was added after.
 TRAIN_FLAGS = {
     "augment", "augment_mode", "backbone", "batch_size", "checkpoint_every_steps", "cutout",
     "data_dir", "div_factor", "dropout", "epochs", "eval_batch_size", "eval_ks",
     "exclude_bias_norm_from_decay", "final_div_factor", "image_size", "jit_compile",
     "learning_rate", "log_every_steps", "loss_mode", "max_checkpoints", "max_eval_images",
     "min_crop_area", "mixed_precision", "model_dir", "num_parallel_calls", "num_rows",
-    "overwrite", "rand_augment", "rand_augment_factor", "reg_lambda", "scoring", "seed",
+    "overwrite", "rand_augment", "rand_augment_factor", "reg_lambda", "row_scale", "scoring",
+    "seed",
     "shuffle_buffer", "steps_per_epoch", "strategy", "tpu_address", "train_split",
     "trainable_backbone", "use_reg", "use_sdw", "val_fraction", "val_split", "warmup_fraction",
     "weight_decay", "weight_decay_mode", "weights",
@@ -165,7 +166,7 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
         "--nojit_compile --learning_rate=0.002 --log_every_steps=20 --loss_mode=paper "
         "--max_checkpoints=3 --max_eval_images=0 --min_crop_area=0.25 --nomixed_precision "
         "--model_dir=demo_out/sdl --num_parallel_calls=-1 --num_rows=3 --norand_augment "
-        "--rand_augment_factor=0.5 --reg_lambda=0.03 --scoring=max --seed=0 "
+        "--rand_augment_factor=0.5 --reg_lambda=0.03 --row_scale=0.0 --scoring=max --seed=0 "
         "--shuffle_buffer=1024 --steps_per_epoch=100 --strategy=default --tpu_address= "
         "--train_split=train --trainable_backbone --use_reg --use_sdw --val_fraction=0.0 "
         "--val_split=val --warmup_fraction=0.2 --weight_decay=0.0003 "

@@ -98,3 +98,36 @@ def test_load_model_dir(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(FileNotFoundError, match="finished training run"):
         load_model_dir(str(tmp_path / "nothing"))
+
+
+def test_row_scale_gives_rows_of_equal_norm_and_round_trips(tmp_path):
+    import dataclasses
+
+    model = build_model(dataclasses.replace(CFG, row_scale=8.0))
+    assert model.output_names == ["matrices"]
+    x = _images(seed=5)
+    out = np.asarray(model(x))
+    assert out.shape == (4, 3, 8)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), 8.0, rtol=1e-5)
+    # Same directions as the raw projection: normalising changes only the row lengths.
+    raw = np.asarray(keras.Model(model.inputs, model.get_layer("rows").output)(x))
+    np.testing.assert_allclose(out, 8.0 * raw / np.linalg.norm(raw, axis=-1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
+                                  model.predict(x, verbose=0))
+    # Off by default (the paper): no normalisation layer.
+    assert "rows" not in [layer.name for layer in build_model(CFG).layers]
+    with pytest.raises(ValueError, match="row_scale"):
+        ModelConfig(row_scale=-1.0)
+
+
+def test_row_normalization_keeps_zero_rows_finite():
+    from sdl_tf.modeling.model import RowNormalization
+
+    layer = RowNormalization(4.0)
+    rows = keras.ops.convert_to_tensor(np.zeros((1, 2, 3), np.float32))
+    assert np.all(np.asarray(layer(rows)) == 0)
+    with pytest.raises(ValueError, match="scale"):
+        RowNormalization(0.0)

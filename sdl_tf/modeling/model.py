@@ -2,6 +2,7 @@
 
     images uint8 (B, H, W, 3) -> ImagePreprocessing -> backbone -> global average pooling
     -> dropout -> Dense(M * d, no bias) -> reshape -> "matrices" float32 (B, M, d)
+    [-> RowNormalization when ModelConfig.row_scale > 0: each row l2-normalised x scale]
 
 Label scores are then s_ij = max_m (A_i t_j) (eq. 1, `sdl_tf.modeling.scoring`), computed outside
 the model so that new (unseen) label vectors can be scored without touching it.
@@ -18,6 +19,38 @@ from sdl_tf.modeling import backbones
 from sdl_tf.utils import gfile_utils
 
 FINAL_MODEL_NAME = "final.keras"
+
+
+@keras.saving.register_keras_serializable(package="sdl_tf")
+class RowNormalization(keras.layers.Layer):
+    """Rescales every row of A_i to the same l2 norm `scale` (optional; not in the paper).
+
+    The ranking loss (eq. 2) compares labels within one image, so nothing ties the scale of
+    A_i across images, while mAP ranks images per label: with raw rows an image's scores grow
+    with its feature norm (contrast, number of objects). Unit rows make eq. (1) scale x the
+    cosine between a label vector and the image's best row, comparable across images; `scale`
+    sets the sharpness of the softplus of eq. (2) on those cosines.
+
+    Args:
+        scale: the common row norm (> 0).
+
+    Call:
+        rows: (B, M, d) float. Returns (B, M, d), each row of norm `scale` (0 rows stay 0).
+    """
+
+    def __init__(self, scale: float = 8.0, **kwargs):
+        super().__init__(**kwargs)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def call(self, rows):
+        squared = keras.ops.sum(keras.ops.square(rows), axis=-1, keepdims=True)
+        # The epsilon keeps an all-zero row (and its gradient) finite.
+        return self.scale * rows * keras.ops.rsqrt(squared + 1e-12)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
 
 
 def build_model(cfg: ModelConfig) -> keras.Model:
@@ -50,7 +83,12 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     # Bias-free: A_i is a linear function of the pooled features (Figure 2's modified last FC).
     x = keras.layers.Dense(cfg.num_rows * cfg.dim, use_bias=False, dtype="float32",
                            name="projection")(x)
-    matrices = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32", name="matrices")(x)
+    if cfg.row_scale > 0:
+        x = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32", name="rows")(x)
+        matrices = RowNormalization(cfg.row_scale, dtype="float32", name="matrices")(x)
+    else:
+        matrices = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32",
+                                        name="matrices")(x)
     return keras.Model(images, matrices, name="sdl")
 
 
