@@ -160,7 +160,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, seen_vectors, strategy, total_steps: int):
-        from sdl_tf.modeling.losses import SDLLoss, sdl_loss_terms
+        from sdl_tf.modeling.losses import sdl_loss_terms
 
         self.config = config
         self.strategy = strategy
@@ -197,11 +197,11 @@ class Trainer:
             self.optimizer = optimizer
             # Build the slots now so a checkpoint restores into existing variables.
             self.optimizer.build(self.model.trainable_variables)
-        # The SDL loss (eqs. 1-5) with the settings of the run; its config is what the loss
-        # terms below are computed with (SDLLoss.call is sdl_loss_terms(...)["loss"]).
-        self.loss = SDLLoss(self.seen_vectors, reg_lambda=config.reg_lambda,
-                            use_sdw=config.use_sdw, use_reg=config.use_reg,
-                            scoring=config.scoring, mode=config.loss_mode, reduction=None)
+        # The run's SDL loss settings (eqs. 1-5). The step evaluates `sdl_loss_terms`, whose
+        # "loss" is exactly what `SDLLoss.call` returns, to log the terms from the same pass.
+        self.loss_settings = dict(reg_lambda=config.reg_lambda, use_sdw=config.use_sdw,
+                                  use_reg=config.use_reg, scoring=config.scoring,
+                                  mode=config.loss_mode)
         # autograph=False: the step has no tensor-dependent Python control flow, and converting
         # the loss and Keras internals only slows tracing down.
         replica_step = tf.function(self._replica_step, jit_compile=config.jit_compile,
@@ -213,14 +213,11 @@ class Trainer:
         """One replica's share of a step. Returns per-replica *sums / global batch*."""
         gb = tf.cast(self.global_batch_size, tf.float32)
         variables = self.model.trainable_variables
-        c = self.loss
         with tf.GradientTape() as tape:
             matrices = self.model(images, training=True)
             # One evaluation of eqs. 1-5 gives both the loss to differentiate and the logged
             # terms (rank, reg, SDW); "loss" is exactly what SDLLoss.call returns.
-            terms = self._terms_fn(targets, matrices, self.seen_vectors,
-                                   reg_lambda=c.reg_lambda, use_sdw=c.use_sdw,
-                                   use_reg=c.use_reg, scoring=c.scoring, mode=c.mode)
+            terms = self._terms_fn(targets, matrices, self.seen_vectors, **self.loss_settings)
             per_image = terms["loss"]  # (b,) eq. (5) before the 1/N
             loss = tf.reduce_sum(tf.cast(per_image, tf.float32)) / gb
             objective = loss
