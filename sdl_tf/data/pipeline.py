@@ -122,41 +122,31 @@ def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
     return tf.cast(tf.round(image), tf.uint8)
 
 
-def _augment_flip(image_bytes, seed, image_size: int):
-    """Decodes one JPEG, resizes it whole and flips it left-right with probability 1/2.
+def _augment_whole(image_bytes, seed, image_size: int, flip: bool, cutout: float):
+    """Decodes one JPEG and resizes it whole (no crop, no colour change), then flip or cutout.
 
-    The label-safe augmentation (`augment_mode="flip"`): no crop or cutout can remove a small
-    labelled object, and no colour change can alter a colour word of a label.
+    `augment_mode="flip"` (flip=True, cutout=0): the label-safe augmentation, a left-right flip
+    with probability 1/2; no crop or cutout can remove a small labelled object, and no colour
+    change can alter a colour word of a label. `augment_mode="resize"` (flip=False, cutout =
+    `cfg.cutout`): the geometric part of the authors' COCO training transform (ZS_SDL
+    train.py: Resize((224, 224)) then CutoutPIL(0.5), then RandAugment, which `_rand_augment`
+    adds when `cfg.rand_augment`).
 
     Args:
         image_bytes: tf.string scalar (JPEG).
         seed: int32 (2,) stateless seed of this example.
+        flip: random left-right flip.
+        cutout: cutout square side as a fraction of the image side (0 = none).
 
     Returns:
         uint8 (image_size, image_size, 3).
     """
     image = decode_eval_image(image_bytes, image_size)
-    return tf.image.stateless_random_flip_left_right(image, seed)
-
-
-def _augment_resize(image_bytes, seed, image_size: int, cfg: DataConfig):
-    """Decodes one JPEG, resizes it whole (no crop, flip or colour change), then cutout.
-
-    `augment_mode="resize"`: the geometric part of the authors' COCO training transform
-    (ZS_SDL train.py: Resize((224, 224)) then CutoutPIL(0.5), then RandAugment, which
-    `_rand_augment` adds when `cfg.rand_augment`).
-
-    Args:
-        image_bytes: tf.string scalar (JPEG).
-        seed: int32 (2,) stateless seed of this example.
-
-    Returns:
-        uint8 (image_size, image_size, 3).
-    """
-    image = decode_eval_image(image_bytes, image_size)
-    if cfg.cutout <= 0:
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed)
+    if cutout <= 0:
         return image
-    image = _cutout(tf.cast(image, tf.float32), seed, int(round(cfg.cutout * image_size)))
+    image = _cutout(tf.cast(image, tf.float32), seed, int(round(cutout * image_size)))
     return tf.cast(tf.round(image), tf.uint8)
 
 
@@ -324,9 +314,10 @@ def train_dataset(
         if cfg.augment:
             example_seed = tf.cast(tf.stack([base[0] + index, base[1]]), tf.int32)
             if cfg.augment_mode == "flip":
-                image = _augment_flip(ex["image_bytes"], example_seed, image_size)
+                image = _augment_whole(ex["image_bytes"], example_seed, image_size, True, 0.0)
             elif cfg.augment_mode == "resize":
-                image = _augment_resize(ex["image_bytes"], example_seed, image_size, cfg)
+                image = _augment_whole(ex["image_bytes"], example_seed, image_size, False,
+                                       cfg.cutout)
             else:
                 image = _augment(ex["image_bytes"], example_seed, image_size, cfg)
             if rand_augment is not None:
