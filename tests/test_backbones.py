@@ -41,13 +41,14 @@ def test_tiny_backbone_feature_map():
 
 
 def test_small_cnn_backbone():
-    """The demo backbone: 8 convs (4 of them stride 2), BatchNorm, ~1.2M parameters."""
+    """The demo backbone: a stride-1 stem + 8 convs (4 of them stride 2), BatchNorm, ~1.2M."""
     model, mode = backbones.build_backbone("small_cnn", (64, 64, 3), "none")
     assert mode == "unit"
     assert model(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 4, 4, 256)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert len(convs) == 8 and sorted({c.strides[0] for c in convs}) == [1, 2]
-    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 8
+    assert [c.strides[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2, 1]
+    assert convs[0].filters == 16  # the full-resolution stem
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 9
     assert 1.0e6 < model.count_params() < 1.5e6
     with pytest.raises(backbones.BackboneError, match="no ImageNet weights"):
         backbones.build_backbone("small_cnn", (64, 64, 3), "imagenet")

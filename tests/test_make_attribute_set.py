@@ -79,3 +79,23 @@ def test_ceiling_normalisation_makes_scores_comparable_across_images(tmp_path):
     result = mod.ceiling(str(tmp_path))
     assert result["bag_of_words"][0] == pytest.approx(100.0)
     assert mod.main([str(tmp_path)]) == 0
+
+
+@pytest.mark.slow  # a 5-step training on a generated set: ~40 s on 2 cores
+def test_attribute_sets_script_trains_evaluates_and_tabulates(tmp_path):
+    import subprocess
+    import sys
+
+    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    env = dict(os.environ, SETS="size_shape:5", ATTR_OUT=str(tmp_path),
+               EXTRA_FLAGS="--epochs=1 --steps_per_epoch=5", PYTHON=sys.executable)
+    subprocess.run(["bash", "scripts/attribute_sets.sh"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    table = (tmp_path / "attribute_sets.md").read_text().splitlines()
+    assert table[0].startswith("| Set (family, seed) | SDL ZSL / GZSL mAP")
+    row = table[2].split(" | ")
+    assert row[0] == "| size x shape, 5"
+    zsl, gzsl = (float(v) for v in row[1].split(" / "))
+    assert 0 < zsl <= 100 and 0 < gzsl <= 100
+    assert int(row[2]) > 0
+    assert (tmp_path / "size_shape_5" / "sdl" / "flags.txt").exists()
