@@ -41,7 +41,7 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	DEMO_OUT=$(DEMO_OUT) PYTHON=$(BIN)/python bash scripts/demo.sh
 
-# 3 seeds x (SDL, Fast0Tag, l2 baseline, random), mean ± std: ~30 minutes on 2 CPU cores.
+# 3 seeds x (SDL, Fast0Tag, l2 baseline, random), mean ± std: ~45 minutes on 2 CPU cores.
 demo-compare: $(STAMP)
 	DEMO_OUT=$(DEMO_OUT) PYTHON=$(BIN)/python bash scripts/demo_compare.sh
 
