@@ -118,12 +118,12 @@ def _small_cnn(input_shape, weights):
     stride 2, 3x3 conv stride 1) with 32, 64, 128, 256 filters; every conv is followed by
     BatchNorm and ReLU: (B, H, W, 3) -> (B, H/16, W/16, 256). The stem gives the network one
     non-linearity at full resolution, where textures of small objects (stripes 2 px wide,
-    dots every 5 px) live; without it the first conv already subsamples them (measured on two
-    texture x shape sets: ZSL mAP 70.7 -> 74.2 and 75.1 -> 78.9, at ~1.3x the CPU time;
-    docs/demo_results.md). Downsampling in the stages keeps it about half as costly as
-    stride-1-first stages. BatchNorm trains it fast from scratch at a high learning rate;
-    its statistics differ between one device and several replicas, so the distributed tests
-    keep using `tiny` (GroupNorm, per-example statistics).
+    dots every 5 px) live; without it the first conv already subsamples them (measured on a
+    texture x shape set: ZSL mAP 70.7 -> 74.2, and 75.1 -> 78.9 with unit rows of A, at ~1.4x
+    the training time; docs/demo_results.md). Downsampling in the stages keeps it about half
+    as costly as stride-1-first stages. BatchNorm trains it fast from scratch at a high
+    learning rate; its statistics differ between one device and several replicas, so the
+    distributed tests keep using `tiny` (GroupNorm, per-example statistics).
     """
     del weights
     inputs = keras.Input(input_shape)
