@@ -45,7 +45,7 @@ demo: $(STAMP)
 demo-compare: $(STAMP)
 	DEMO_OUT=$(DEMO_OUT) PYTHON=$(BIN)/python bash scripts/demo_compare.sh
 
-# The demo recipe on 7 generated 64x64 "attribute object" sets (~35 minutes on 2 CPU cores).
+# The demo recipe on 7 generated 64x64 "attribute object" sets (~15-35 minutes on 2 CPU cores).
 attribute-sets: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/attribute_sets.sh
 

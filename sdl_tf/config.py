@@ -20,6 +20,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 LOSS_MODES = ("paper", "official")
 AUGMENT_MODES = ("imagenet", "flip", "resize")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
+POOLINGS = ("avg", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,10 @@ class ModelConfig:
         row_scale: 0 (the paper): the rows of A_i are what the projection gives; > 0: each
             row is l2-normalised and multiplied by `row_scale` (`RowNormalization`), so an
             image's scores are row_scale x the cosine of a label vector with its best row.
+        pooling: `avg` (the paper): one global-average-pooled feature vector, projected to
+            all M rows; `attention`: each row m pools the backbone's feature map with its own
+            learned spatial softmax (`RowAttentionPooling`) before its own projection, so
+            different rows can read different objects of the image.
     """
 
     backbone: str = field("resnet50", "resnet50 | resnet101 | mobilenet_v3_small | "
@@ -49,6 +54,9 @@ class ModelConfig:
     trainable_backbone: bool = field(True, "Fine-tune the backbone.")
     row_scale: float = field(0.0, "0: rows of A as projected (paper); > 0: each row of A "
                              "l2-normalised, times this scale.")
+    pooling: str = field("avg", "avg: global average pooling, as in the paper | attention: "
+                         "each row of A pools the feature map with its own spatial softmax.",
+                         choices=POOLINGS)
 
     def __post_init__(self):
         if self.image_size < 16:
@@ -61,6 +69,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.row_scale < 0:
             raise ValueError(f"row_scale must be >= 0 (0 = off), got {self.row_scale}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 @dataclasses.dataclass(frozen=True)

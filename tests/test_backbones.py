@@ -41,15 +41,16 @@ def test_tiny_backbone_feature_map():
 
 
 def test_small_cnn_backbone():
-    """The demo backbone: a stride-1 stem + 8 convs (4 of them stride 2), BatchNorm, ~1.2M."""
+    """The demo backbone: a stride-1 stem + 8 convs (4 of them stride 2), BatchNorm, ~0.3M."""
     model, mode = backbones.build_backbone("small_cnn", (64, 64, 3), "none")
     assert mode == "unit"
-    assert model(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 4, 4, 256)
+    assert model(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 4, 4, 128)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.strides[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2, 1]
     assert convs[0].filters == 16  # the full-resolution stem
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 9
-    assert 1.0e6 < model.count_params() < 1.5e6
+    assert [c.filters for c in convs] == [16, 16, 16, 32, 32, 64, 64, 128, 128]
+    assert 2.5e5 < model.count_params() < 3.5e5
     with pytest.raises(backbones.BackboneError, match="no ImageNet weights"):
         backbones.build_backbone("small_cnn", (64, 64, 3), "imagenet")
     # In the full model it trains like any backbone (BatchNorm in training mode).

@@ -264,6 +264,30 @@ def test_backbone_never_runs_on_an_empty_batch(tmp_path, batch):
         np.testing.assert_allclose(got, want, atol=ATOL)
 
 
+@pytest.mark.parametrize("batch", [0, 3])
+def test_attention_pooling_model_exports(tmp_path, batch):
+    """The demo head (per-row attention pooling + unit rows) serves like the paper's head."""
+    from sdl_tf.config import ModelConfig
+    from sdl_tf.modeling.model import build_model
+
+    keras.utils.set_random_seed(4)
+    model = build_model(ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M,
+                                    dim=D, pooling="attention", row_scale=8.0))
+    ls = tiny_label_space()
+    path = export_lib.export_saved_model(model, ls, str(tmp_path), name="sdl", version=1, top_k=3)
+    loaded = tf.saved_model.load(path)
+    data = tf.constant(make_images(batch, seed=9), tf.string, shape=(batch,))
+    got = loaded.signatures["matrices"](image_bytes=data)["matrices"].numpy()
+    assert got.shape == (batch, M, D)
+    scores = loaded.signatures["serving_default"](image_bytes=data)["scores"].numpy()
+    assert scores.shape == (batch, len(NAMES))
+    if batch:
+        want, ok = keras_reference(model, make_images(batch, seed=9))
+        assert ok.all()
+        np.testing.assert_allclose(got, want, atol=ATOL)
+        np.testing.assert_allclose(scores, numpy_scores_eq1(want, ls.vectors), atol=1e-4)
+
+
 def test_versions_overwrite_and_atomicity(tmp_path):
     base = str(tmp_path)
     model, ls = tiny_model(), tiny_label_space()

@@ -99,3 +99,9 @@ def test_attribute_sets_script_trains_evaluates_and_tabulates(tmp_path):
     assert 0 < zsl <= 100 and 0 < gzsl <= 100
     assert int(row[2]) > 0
     assert (tmp_path / "size_shape_5" / "sdl" / "flags.txt").exists()
+    # A run trained by hand into the folder has no timing: the table says "-" instead of failing.
+    (tmp_path / "size_shape_5" / "sdl" / "train_seconds.txt").unlink()
+    subprocess.run(["bash", "scripts/attribute_sets.sh"], cwd=repo, env=env, check=True,
+                   capture_output=True)
+    row = (tmp_path / "attribute_sets.md").read_text().splitlines()[2].split(" | ")
+    assert row[2] == "-"

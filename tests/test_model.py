@@ -131,3 +131,42 @@ def test_row_normalization_keeps_zero_rows_finite():
     assert np.all(np.asarray(layer(rows)) == 0)
     with pytest.raises(ValueError, match="scale"):
         RowNormalization(0.0)
+
+
+def test_attention_pooling_starts_as_average_pooling_and_round_trips(tmp_path):
+    import dataclasses
+
+    from sdl_tf.modeling.model import RowAttentionPooling
+
+    model = build_model(dataclasses.replace(CFG, pooling="attention", dropout=0.0))
+    assert model.output_names == ["matrices"]
+    layer = model.get_layer("matrices")
+    assert isinstance(layer, RowAttentionPooling)
+    x = _images(seed=7)
+    feature_model = keras.Model(model.inputs, layer.input)
+    features = np.asarray(feature_model(x))  # (B, h, w, C)
+    kernel = np.asarray(layer.projection_kernel)  # (M, C, d)
+    # Zero attention logits: every row is global average pooling, each with its own projection.
+    expected = np.einsum("bc,mcd->bmd", features.mean(axis=(1, 2)), kernel)
+    np.testing.assert_allclose(np.asarray(model(x)), expected, rtol=1e-4, atol=1e-5)
+    # A row whose logits favour one position reads (mostly) that position's features.
+    flat = features.reshape(len(x), -1, features.shape[-1])
+    w = np.zeros((features.shape[-1], 3), np.float32)
+    w[:, 0] = 50.0 * (flat[0, 0] - flat[0].mean(axis=0))  # row 0 locks onto image 0's corner
+    layer.attention_kernel.assign(w)
+    out = np.asarray(model(x))
+    logit = flat[0] @ w[:, 0]
+    soft = np.exp(logit - logit.max()) / np.exp(logit - logit.max()).sum()
+    np.testing.assert_allclose(out[0, 0], soft @ flat[0] @ kernel[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[0, 1], flat[0].mean(axis=0) @ kernel[1], rtol=1e-4,
+                               atol=1e-5)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.testing.assert_allclose(load_model(path).predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-6)
+    # With row_scale the normalisation comes after the pooling, as for average pooling.
+    scaled = build_model(dataclasses.replace(CFG, pooling="attention", row_scale=8.0))
+    assert isinstance(scaled.get_layer("rows"), RowAttentionPooling)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(scaled(x)), axis=-1), 8.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        ModelConfig(pooling="max")

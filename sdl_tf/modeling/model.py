@@ -53,6 +53,64 @@ class RowNormalization(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="sdl_tf")
+class RowAttentionPooling(keras.layers.Layer):
+    """One learned spatial softmax per row of A_i (optional; not in the paper).
+
+    The paper pools the feature map once (global average) and projects that one vector to all
+    M rows, so every row sees every object of the image mixed together. With attributes bound
+    to objects ("striped circle" + "dotted square") a negative that holds both words on
+    different objects ("striped square") then scores like a positive. Here row m pools the map
+    with its own weights softmax_hw(w_m . f_hw + b_m) and has its own projection, so a row can
+    read one object and eq. (1)'s max picks the row whose object fits the label. The logits
+    start at zero: at initialisation every row is global average pooling, as in the paper.
+
+    Args:
+        num_rows: M.
+        dim: d, the label-vector dimension.
+        dropout: dropout rate on the pooled features, before the projections.
+
+    Call:
+        features: (B, H, W, C) float. Returns (B, M, d) float32.
+    """
+
+    def __init__(self, num_rows: int, dim: int, dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.num_rows = int(num_rows)
+        self.dim = int(dim)
+        self.dropout_rate = float(dropout)
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.attention_kernel = self.add_weight(
+            name="attention_kernel", shape=(channels, self.num_rows), initializer="zeros")
+        self.attention_bias = self.add_weight(
+            name="attention_bias", shape=(self.num_rows,), initializer="zeros")
+        # Same fan-in as the paper's Dense(C -> M * d): one (C, d) projection per row, no bias.
+        self.projection_kernel = self.add_weight(
+            name="projection_kernel", shape=(self.num_rows, channels, self.dim),
+            initializer="glorot_uniform")
+
+    def call(self, features, training=None):
+        ops = keras.ops
+        features = ops.cast(features, self.compute_dtype)
+        shape = ops.shape(features)
+        flat = ops.reshape(features, (shape[0], shape[1] * shape[2], shape[3]))  # (B, HW, C)
+        logits = ops.einsum("bpc,cm->bpm", flat, self.attention_kernel) + self.attention_bias
+        weights = ops.softmax(ops.cast(logits, "float32"), axis=1)  # over the HW positions
+        pooled = ops.einsum("bpm,bpc->bmc", weights, ops.cast(flat, "float32"))  # (B, M, C)
+        pooled = self.dropout(pooled, training=training)
+        return ops.einsum("bmc,mcd->bmd", pooled, ops.cast(self.projection_kernel, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_rows, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_rows": self.num_rows, "dim": self.dim,
+                "dropout": self.dropout_rate}
+
+
 def build_model(cfg: ModelConfig) -> keras.Model:
     """Builds the functional SDL model.
 
@@ -73,6 +131,16 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     )
     x = backbones.ImagePreprocessing(mode, name="preprocessing")(images)
     features = backbone(x)
+    if cfg.pooling == "attention":
+        if len(features.shape) != 4:
+            raise backbones.BackboneError(
+                f"pooling=attention needs a feature map; backbone {cfg.backbone} returns "
+                f"rank-{len(features.shape)} features")
+        x = RowAttentionPooling(cfg.num_rows, cfg.dim, cfg.dropout, dtype="float32",
+                                name="rows" if cfg.row_scale > 0 else "matrices")(features)
+        if cfg.row_scale > 0:
+            x = RowNormalization(cfg.row_scale, dtype="float32", name="matrices")(x)
+        return keras.Model(images, x, name="sdl")
     if len(features.shape) == 4:
         features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
     elif len(features.shape) != 2:
