@@ -131,33 +131,30 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     )
     x = backbones.ImagePreprocessing(mode, name="preprocessing")(images)
     features = backbone(x)
+    # The (B, M, d) rows are the output "matrices" unless unit-norm rows follow them.
+    rows_name = "rows" if cfg.row_scale > 0 else "matrices"
     if cfg.pooling == "attention":
         if len(features.shape) != 4:
             raise backbones.BackboneError(
                 f"pooling=attention needs a feature map; backbone {cfg.backbone} returns "
                 f"rank-{len(features.shape)} features")
-        x = RowAttentionPooling(cfg.num_rows, cfg.dim, cfg.dropout, dtype="float32",
-                                name="rows" if cfg.row_scale > 0 else "matrices")(features)
-        if cfg.row_scale > 0:
-            x = RowNormalization(cfg.row_scale, dtype="float32", name="matrices")(x)
-        return keras.Model(images, x, name="sdl")
-    if len(features.shape) == 4:
-        features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
-    elif len(features.shape) != 2:
-        raise backbones.BackboneError(
-            f"backbone {cfg.backbone} returns rank-{len(features.shape)} features; need 2 or 4"
-        )
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(features)
-    # Bias-free: A_i is a linear function of the pooled features (Figure 2's modified last FC).
-    x = keras.layers.Dense(cfg.num_rows * cfg.dim, use_bias=False, dtype="float32",
-                           name="projection")(x)
-    if cfg.row_scale > 0:
-        x = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32", name="rows")(x)
-        matrices = RowNormalization(cfg.row_scale, dtype="float32", name="matrices")(x)
+        rows = RowAttentionPooling(cfg.num_rows, cfg.dim, cfg.dropout, dtype="float32",
+                                   name=rows_name)(features)
     else:
-        matrices = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32",
-                                        name="matrices")(x)
-    return keras.Model(images, matrices, name="sdl")
+        if len(features.shape) == 4:
+            features = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
+        elif len(features.shape) != 2:
+            raise backbones.BackboneError(
+                f"backbone {cfg.backbone} returns rank-{len(features.shape)} features; "
+                "need 2 or 4")
+        x = keras.layers.Dropout(cfg.dropout, name="dropout")(features)
+        # Bias-free: A_i is linear in the pooled features (Figure 2's modified last FC).
+        x = keras.layers.Dense(cfg.num_rows * cfg.dim, use_bias=False, dtype="float32",
+                               name="projection")(x)
+        rows = keras.layers.Reshape((cfg.num_rows, cfg.dim), dtype="float32", name=rows_name)(x)
+    if cfg.row_scale > 0:
+        rows = RowNormalization(cfg.row_scale, dtype="float32", name="matrices")(rows)
+    return keras.Model(images, rows, name="sdl")
 
 
 def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> keras.Model:
