@@ -41,10 +41,21 @@ def test_tiny_backbone_feature_map():
 
 
 def test_small_cnn_backbone():
-    """The demo backbone: a stride-1 stem + 8 convs (4 of them stride 2), BatchNorm, ~0.3M."""
+    """The demo backbone: a stride-1 stem + 8 convs (4 of them stride 2), BatchNorm, ~0.3M;
+    the output is the H/8 third stage next to the upsampled H/16 last stage."""
     model, mode = backbones.build_backbone("small_cnn", (64, 64, 3), "none")
     assert mode == "unit"
-    assert model(np.zeros((2, 64, 64, 3), np.float32)).shape == (2, 4, 4, 128)
+    images = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    features = model(images).numpy()
+    assert features.shape == (2, 8, 8, 64 + 128)
+    third = keras.Model(model.input, model.get_layer("relu6").output)(images).numpy()
+    last = keras.Model(model.input, model.get_layer("relu8").output)(images).numpy()
+    np.testing.assert_allclose(features[..., :64], third, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features[..., 64:], last.repeat(2, 1).repeat(2, 2), rtol=1e-5,
+                               atol=1e-6)
+    # Sides that are no multiple of 16 (ceil(40/8) = 5, ceil(40/16) = 3): the maps still align.
+    odd, _ = backbones.build_backbone("small_cnn", (40, 40, 3), "none")
+    assert odd(np.zeros((1, 40, 40, 3), np.float32)).shape == (1, 5, 5, 192)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.strides[0] for c in convs] == [1, 2, 1, 2, 1, 2, 1, 2, 1]
     assert convs[0].filters == 16  # the full-resolution stem

@@ -154,12 +154,13 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
     assert cfg == TrainConfig(
         model_dir="demo_out/sdl",
         data=DataConfig(data_dir="demo_out/data", shuffle_buffer=1024, augment_mode="flip"),
-        model=ModelConfig(backbone="small_cnn", weights="none", image_size=64, num_rows=3,
+        model=ModelConfig(backbone="small_cnn", weights="none", image_size=64, num_rows=4,
                           dropout=0.2, row_scale=8.0, pooling="attention"),
         epochs=12, steps_per_epoch=100, batch_size=32, learning_rate=2e-3, reg_lambda=0.03,
         checkpoint_every_steps=500, log_every_steps=20, eval_batch_size=128, eval_ks=(3, 5))
     # flags.txt of a demo run, recorded before the generator replaced the hand-written flags
-    # (row_scale=8.0 and pooling=attention added, epochs 15 -> 12, when demo.flags adopted them).
+    # (row_scale=8.0 and pooling=attention added, epochs 15 -> 12 and num_rows 3 -> 4 when
+    # demo.flags adopted them).
     assert text.split("\n") == (
         "--augment --augment_mode=flip --backbone=small_cnn --batch_size=32 "
         "--checkpoint_every_steps=500 --cutout=0.5 --data_dir=demo_out/data --div_factor=25.0 "
@@ -167,7 +168,7 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
         "--noexclude_bias_norm_from_decay --final_div_factor=10000.0 --image_size=64 "
         "--nojit_compile --learning_rate=0.002 --log_every_steps=20 --loss_mode=paper "
         "--max_checkpoints=3 --max_eval_images=0 --min_crop_area=0.25 --nomixed_precision "
-        "--model_dir=demo_out/sdl --num_parallel_calls=-1 --num_rows=3 --pooling=attention "
+        "--model_dir=demo_out/sdl --num_parallel_calls=-1 --num_rows=4 --pooling=attention "
         "--norand_augment "
         "--rand_augment_factor=0.5 --reg_lambda=0.03 --row_scale=8.0 --scoring=max --seed=0 "
         "--shuffle_buffer=1024 --steps_per_epoch=100 --strategy=default --tpu_address= "
