@@ -102,7 +102,8 @@ def _flattened_fields(cls):
 # The training flags as they were hand-written in sdl_tf/train.py; names must not change
 # (configs/*.flags and every run's flags.txt use them); row_scale and pooling were added after.
 TRAIN_FLAGS = {
-    "augment", "augment_mode", "backbone", "batch_size", "checkpoint_every_steps", "cutout",
+    "augment", "augment_mode", "backbone", "batch_size", "cache_train_images",
+    "checkpoint_every_steps", "cutout",
     "data_dir", "div_factor", "dropout", "epochs", "eval_batch_size", "eval_ks",
     "exclude_bias_norm_from_decay", "final_div_factor", "image_size", "jit_compile",
     "learning_rate", "log_every_steps", "loss_mode", "max_checkpoints", "max_eval_images",
@@ -153,17 +154,19 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
     cfg, text = _parse_train("--flagfile=configs/demo.flags")
     assert cfg == TrainConfig(
         model_dir="demo_out/sdl",
-        data=DataConfig(data_dir="demo_out/data", shuffle_buffer=1024, augment_mode="flip"),
+        data=DataConfig(data_dir="demo_out/data", shuffle_buffer=1024, augment_mode="flip",
+                        cache_train_images=True),
         model=ModelConfig(backbone="small_cnn", weights="none", image_size=64, num_rows=4,
                           dropout=0.2, row_scale=8.0, pooling="attention"),
         epochs=12, steps_per_epoch=100, batch_size=32, learning_rate=2e-3, reg_lambda=0.03,
         checkpoint_every_steps=500, log_every_steps=20, eval_batch_size=128, eval_ks=(3, 5))
     # flags.txt of a demo run, recorded before the generator replaced the hand-written flags
-    # (row_scale=8.0 and pooling=attention added, epochs 15 -> 12 and num_rows 3 -> 4 when
-    # demo.flags adopted them).
+    # (row_scale=8.0, pooling=attention and cache_train_images added, epochs 15 -> 12 and
+    # num_rows 3 -> 4 when demo.flags adopted them).
     assert text.split("\n") == (
         "--augment --augment_mode=flip --backbone=small_cnn --batch_size=32 "
-        "--checkpoint_every_steps=500 --cutout=0.5 --data_dir=demo_out/data --div_factor=25.0 "
+        "--cache_train_images --checkpoint_every_steps=500 --cutout=0.5 "
+        "--data_dir=demo_out/data --div_factor=25.0 "
         "--dropout=0.2 --epochs=12 --eval_batch_size=128 --eval_ks=3,5 "
         "--noexclude_bias_norm_from_decay --final_div_factor=10000.0 --image_size=64 "
         "--nojit_compile --learning_rate=0.002 --log_every_steps=20 --loss_mode=paper "

@@ -407,6 +407,47 @@ def test_kernel_is_not_retraced_per_batch():
     assert losses._pairwise_kernel.experimental_get_tracing_count() - before <= 2
 
 
+def test_kernel_lengths_are_padded_to_powers_of_two(monkeypatch):
+    """XLA compiles the kernel once per shape: T is padded to a power of two (>= 16), so 24
+    batches with T = 90..113 positives all run it at length 128, and the losses and gradients
+    are those of the unpadded reference."""
+    for t in [0, 1, 15, 16, 17, 31, 32, 33, 64, 65, 1000, 1024, 1025, 2**20 + 1]:
+        want = max(16, 1 << max(t - 1, 0).bit_length())
+        assert int(losses._padded_length(tf.constant(t))) == want, t
+    lengths = []
+    kernel = losses._pairwise_kernel
+
+    def recording(neg, pos, image):
+        lengths.append(int(pos.shape[0]))
+        return kernel(neg, pos, image)
+
+    monkeypatch.setattr(losses, "_pairwise_kernel", recording)
+    rng = np.random.default_rng(7)
+    b, c = 8, 50
+    vectors = rng.normal(size=(c, 8)).astype("float32")
+    a = rng.normal(size=(b, 3, 8)).astype("float32")
+    for t in range(40, 64):
+        labels = np.zeros((b, c), "float32")
+        labels.flat[2 * c + rng.choice((b - 2) * c, size=t, replace=False)] = 1  # images 2-7
+        # Image 0 (which the padded pairs point to) has no positive, image 1 no negative: their
+        # rank terms must stay 0. T = t + 50.
+        labels[1, :] = 1
+        at = tf.Variable(a)
+        with tf.GradientTape() as tape:
+            terms = losses.sdl_loss_terms(labels, at, vectors)
+            total = tf.reduce_sum(terms["loss"])
+        grad = tape.gradient(total, at)
+        with monkeypatch.context() as m:
+            m.setattr(losses, "_pairwise_sum", losses._pairwise_sum_reference)
+            with tf.GradientTape() as tape:
+                want = losses.sdl_loss_terms(labels, at, vectors)
+                total = tf.reduce_sum(want["loss"])
+            want_grad = tape.gradient(total, at)
+        np.testing.assert_allclose(terms["loss"], want["loss"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
+    assert lengths and set(lengths) == {128}
+
+
 def test_inside_jit_compiled_step(golden_dir):
     """Under an outer jit_compile=True step (the kernel is inlined there): same loss and grad."""
     g = _golden_case(golden_dir, 2)

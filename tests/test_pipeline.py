@@ -22,7 +22,7 @@ def demo_dir(tmp_path_factory):
 def _train(demo_dir, **kw):
     space = LabelSpace.load(demo_dir)
     data_keys = ("augment", "cutout", "shuffle_buffer", "val_fraction", "val_split",
-                 "augment_mode", "rand_augment", "rand_augment_factor")
+                 "augment_mode", "rand_augment", "rand_augment_factor", "cache_train_images")
     cfg_kw = {k: kw.pop(k) for k in data_keys if k in kw}
     args = dict(image_size=32, seen_indices=space.seen_indices, num_labels=space.num_labels,
                 batch_size=8, epoch=0, seed=0, num_batches=4)
@@ -132,6 +132,39 @@ def test_count_examples(demo_dir, tmp_path):
     shutil.copy(os.path.join(demo_dir, "test-00000-of-00001.tfrecord"), tmp_path)
     assert data_lib.count_examples(str(tmp_path), "test") == 32
     assert data_lib.has_split(demo_dir, "val") and not data_lib.has_split(demo_dir, "nope")
+
+
+@pytest.mark.parametrize("mode", [dict(augment_mode="flip"), dict(augment=False),
+                                  dict(augment_mode="resize", cutout=0.25, rand_augment=True),
+                                  dict(augment_mode="flip", val_fraction=0.25, val_split="none")])
+def test_cached_training_images_give_the_same_batches(demo_dir, mode):
+    kw = dict(mode, epoch=2, skip_batches=1, num_batches=14)  # 14 x 8 > 96: the stream repeats
+    plain = _batches(_train(demo_dir, **kw))
+    decoded = data_lib.decode_train_images(
+        DataConfig(data_dir=demo_dir, cache_train_images=True, **mode), 32)
+    assert decoded.images.shape[1:] == (32, 32, 3) and len(decoded.keys) == len(decoded.images)
+    # All 96 training images, or those left after the carved validation part (~24).
+    assert len(decoded.keys) == 96 if "val_fraction" not in mode else 56 <= len(decoded.keys) < 86
+    for cached in (_batches(_train(demo_dir, cache_train_images=True, decoded=decoded, **kw)),
+                   _batches(_train(demo_dir, cache_train_images=True, **kw))):  # builds its own
+        assert len(cached) == len(plain) == 13
+        for (xp, yp), (xc, yc) in zip(plain, cached, strict=True):
+            np.testing.assert_array_equal(xp, xc)
+            np.testing.assert_array_equal(yp, yc)
+
+
+def test_cached_training_images_are_refused_when_they_cannot_match(demo_dir, monkeypatch):
+    with pytest.raises(ValueError, match="augment_mode flip or resize"):
+        DataConfig(data_dir=demo_dir, cache_train_images=True, augment_mode="imagenet")
+    cfg = DataConfig(data_dir=demo_dir, cache_train_images=True, augment_mode="flip")
+    monkeypatch.setattr(data_lib, "MAX_CACHED_TRAIN_BYTES", 40 * 32 * 32 * 3)
+    with pytest.raises(ValueError, match=r"take more than .* decoded at 32 px"):
+        data_lib.decode_train_images(cfg, 32)
+    monkeypatch.undo()
+    # A key shared by two different images would feed one image for the other: refused.
+    monkeypatch.setattr(data_lib, "_image_key", lambda image_bytes: tf.constant(7, tf.int64))
+    with pytest.raises(ValueError, match="differ but share one 64-bit key"):
+        data_lib.decode_train_images(cfg, 32)
 
 
 def test_resize_mode_is_the_whole_image_plus_cutout(demo_dir):

@@ -3,6 +3,7 @@ and resume after a real SIGKILL."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -199,6 +200,26 @@ def test_jit_compile_step_matches_eager_graph(tmp_path):
         losses[jit] = [float(trainer.train_step(batch)["loss"]) for _ in range(2)]
     # XLA fuses and reorders float32 ops; Adam's normalised steps keep differences tiny.
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-3)
+
+
+def test_cached_training_images_train_the_same_model(demo_dir, tmp_path, capsys):
+    def run(name, cache):
+        data = DataConfig(data_dir=demo_dir, shuffle_buffer=32, val_split="none",
+                          val_fraction=0.2, augment_mode="flip", cache_train_images=cache)
+        cfg = _config(demo_dir, tmp_path / name, data=data, epochs=2, steps_per_epoch=4)
+        result = trainer_lib.train(cfg, progress=False)
+        model, _ = load_model_dir(str(tmp_path / name))
+        return result, model.get_weights()
+
+    plain, plain_weights = run("plain", False)
+    assert "decoded" not in capsys.readouterr().err
+    cached, cached_weights = run("cached", True)
+    decoded = re.search(r"decoded (\d+) training images once", capsys.readouterr().err)
+    assert decoded and 56 <= int(decoded.group(1)) < 96  # the rest of the 96 is validation
+    assert cached["last_loss"] == plain["last_loss"]
+    np.testing.assert_equal(cached["val"], plain["val"])  # NaN ZSL (no unseen) equal too
+    for a, b in zip(plain_weights, cached_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_mixed_precision_run(demo_dir, tmp_path):

@@ -5,7 +5,9 @@ Training: shuffled shard order -> parallel deterministic interleave -> per-input
 per-replica batches -> prefetch. Everything random is seeded by (seed, epoch) and, for the
 augmentation, by the example's position in the epoch's stream (stateless ops), so epoch e is the
 same stream in every run. That is what makes resume exact: a restarted run rebuilds epoch e and
-skips the examples it already consumed (before decoding them).
+skips the examples it already consumed (before decoding them). With `cache_train_images` a run
+decodes its training images once (`decode_train_images`) and every epoch looks the pixels up by
+the encoded bytes instead of decoding them again: the same stream, less CPU per step.
 
 Evaluation: shards in order, decode, resize to the model size, multi-hot targets over all labels.
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from sdl_tf.data import tfrecord_schema
@@ -29,6 +33,9 @@ _HASH_BUCKETS = 10000
 _FILL_RGB = (124.0, 116.0, 104.0)
 # RandAugment's seed is fold_in(example seed, this): a stream apart from the other augmentations.
 _RAND_AUGMENT_STREAM = 0x5241
+# cache_train_images refuses more decoded pixels than this: they stay in host memory and are
+# embedded as one constant in every epoch's input graph, and a GraphDef is limited to 2 GiB.
+MAX_CACHED_TRAIN_BYTES = 1 << 30
 
 
 def has_split(data_dir: str, split: str) -> bool:
@@ -122,8 +129,8 @@ def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
     return tf.cast(tf.round(image), tf.uint8)
 
 
-def _augment_whole(image_bytes, seed, image_size: int, flip: bool, cutout: float):
-    """Decodes one JPEG and resizes it whole (no crop, no colour change), then flip or cutout.
+def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
+    """Flip or cutout of a whole decoded image (no crop, no colour change).
 
     `augment_mode="flip"` (flip=True, cutout=0): the label-safe augmentation, a left-right flip
     with probability 1/2; no crop or cutout can remove a small labelled object, and no colour
@@ -133,7 +140,7 @@ def _augment_whole(image_bytes, seed, image_size: int, flip: bool, cutout: float
     adds when `cfg.rand_augment`).
 
     Args:
-        image_bytes: tf.string scalar (JPEG).
+        image: uint8 (image_size, image_size, 3), `decode_eval_image` of the JPEG.
         seed: int32 (2,) stateless seed of this example.
         flip: random left-right flip.
         cutout: cutout square side as a fraction of the image side (0 = none).
@@ -141,7 +148,6 @@ def _augment_whole(image_bytes, seed, image_size: int, flip: bool, cutout: float
     Returns:
         uint8 (image_size, image_size, 3).
     """
-    image = decode_eval_image(image_bytes, image_size)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed)
     if cutout <= 0:
@@ -254,6 +260,69 @@ def decode_eval_image(image_bytes, image_size: int):
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
+class DecodedImages(NamedTuple):
+    """Training images decoded once per run (`decode_train_images`), keyed by `_image_key`.
+
+    keys: int64 (N,) distinct keys of the encoded images; images: uint8 (N, H, W, 3), the
+    `decode_eval_image` pixels of each.
+    """
+
+    keys: np.ndarray
+    images: np.ndarray
+
+
+def _image_key(image_bytes):
+    """int64 key of an encoded image: its 64-bit fingerprint (equal bytes decode to equal
+    pixels; `decode_train_images` refuses two different images with one key)."""
+    return tf.strings.to_hash_bucket_fast(image_bytes, 2**63 - 1)
+
+
+def _train_examples(cfg: DataConfig, files) -> tf.data.Dataset:
+    """Parsed training examples of `files`, minus the `val_fraction` carve when it applies."""
+    ds = files.map(tfrecord_schema.parse_example, num_parallel_calls=AUTOTUNE)
+    if cfg.val_fraction > 0 and not has_split(cfg.data_dir, cfg.val_split):
+        ds = ds.filter(lambda ex: tf.logical_not(_in_val_fraction(ex["image_id"],
+                                                                  cfg.val_fraction)))
+    return ds
+
+
+def decode_train_images(cfg: DataConfig, image_size: int) -> DecodedImages:
+    """Decodes every training image once (`cfg.cache_train_images`).
+
+    The epochs then look each example's pixels up instead of decoding its JPEG again: the
+    same images, so the same batches as without the cache.
+
+    Raises:
+        ValueError: the decoded images would exceed `MAX_CACHED_TRAIN_BYTES`, or two different
+            images share a key.
+    """
+    files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
+    ds = _train_examples(cfg, tf.data.TFRecordDataset(files))
+    ds = ds.map(lambda ex: (_image_key(ex["image_bytes"]), ex["image_id"],
+                            decode_eval_image(ex["image_bytes"], image_size)),
+                num_parallel_calls=AUTOTUNE).batch(256).prefetch(AUTOTUNE)
+    keys, ids, images, size = [], [], [], 0
+    for k, i, im in ds.as_numpy_iterator():
+        size += im.nbytes
+        if size > MAX_CACHED_TRAIN_BYTES:
+            raise ValueError(
+                f"cache_train_images: the training images of {cfg.data_dir} take more than "
+                f"{MAX_CACHED_TRAIN_BYTES >> 20} MiB decoded at {image_size} px; train "
+                "without --cache_train_images")
+        keys.append(k), ids.append(i), images.append(im)
+    if not keys:
+        raise ValueError(f"no training images in {cfg.data_dir} to cache")
+    keys, ids, images = np.concatenate(keys), np.concatenate(ids), np.concatenate(images)
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    for n in np.flatnonzero(first[inverse] != np.arange(len(keys))):  # repeated keys
+        if not np.array_equal(images[n], images[first[inverse[n]]]):
+            raise ValueError(
+                f"cache_train_images: training images {ids[n].decode()!r} and "
+                f"{ids[first[inverse[n]]].decode()!r} in {cfg.data_dir} differ but share one "
+                "64-bit key; train without --cache_train_images")
+    return DecodedImages(unique, images[first])
+
+
 def train_dataset(
     cfg: DataConfig,
     *,
@@ -267,6 +336,7 @@ def train_dataset(
     num_batches: int | None = None,
     num_input_pipelines: int = 1,
     input_pipeline_id: int = 0,
+    decoded: DecodedImages | None = None,
 ) -> tf.data.Dataset:
     """One epoch of training batches for one input pipeline (one worker).
 
@@ -282,10 +352,16 @@ def train_dataset(
         num_batches: batches in the epoch (the stream repeats, so every pipeline has enough);
             None = unbounded.
         num_input_pipelines / input_pipeline_id: record-level sharding between workers.
+        decoded: with `cfg.cache_train_images`, the run's `decode_train_images` (built here when
+            None; a trainer builds it once and passes it to every epoch).
 
     Yields:
         (images uint8 (batch_size, H, W, 3), targets float32 (batch_size, S) in {1, 0, -1}).
     """
+    if cfg.cache_train_images and decoded is None:
+        decoded = decode_train_images(cfg, image_size)
+    if not cfg.cache_train_images:
+        decoded = None
     files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
     epoch_seed = seed * 1_000_003 + epoch
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
@@ -297,10 +373,7 @@ def train_dataset(
     )
     if num_input_pipelines > 1:
         ds = ds.shard(num_input_pipelines, input_pipeline_id)
-    ds = ds.map(tfrecord_schema.parse_example, num_parallel_calls=AUTOTUNE)
-    if cfg.val_fraction > 0 and not has_split(cfg.data_dir, cfg.val_split):
-        ds = ds.filter(lambda ex: tf.logical_not(_in_val_fraction(ex["image_id"],
-                                                                  cfg.val_fraction)))
+    ds = _train_examples(cfg, ds)
     ds = ds.shuffle(cfg.shuffle_buffer, seed=epoch_seed + 7919 * input_pipeline_id)
     ds = ds.repeat()
     ds = ds.enumerate()
@@ -309,22 +382,32 @@ def train_dataset(
     seen = tf.constant(seen_indices, tf.int64)
     base = tf.constant([epoch_seed % (2**31 - 1), input_pipeline_id], tf.int64)
     rand_augment = _rand_augment_layer(cfg) if cfg.augment and cfg.rand_augment else None
+    if decoded is not None:
+        index_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            decoded.keys, np.arange(len(decoded.keys), dtype=np.int64)), default_value=-1)
+        pixels = tf.constant(decoded.images)
+
+    def whole_image(image_bytes):
+        if decoded is None:
+            return decode_eval_image(image_bytes, image_size)
+        return tf.gather(pixels, index_of.lookup(_image_key(image_bytes)))
 
     def prepare(index, ex):
         if cfg.augment:
             example_seed = tf.cast(tf.stack([base[0] + index, base[1]]), tf.int32)
             if cfg.augment_mode == "flip":
-                image = _augment_whole(ex["image_bytes"], example_seed, image_size, True, 0.0)
+                image = _augment_whole(whole_image(ex["image_bytes"]), example_seed, image_size,
+                                       True, 0.0)
             elif cfg.augment_mode == "resize":
-                image = _augment_whole(ex["image_bytes"], example_seed, image_size, False,
-                                       cfg.cutout)
+                image = _augment_whole(whole_image(ex["image_bytes"]), example_seed, image_size,
+                                       False, cfg.cutout)
             else:
                 image = _augment(ex["image_bytes"], example_seed, image_size, cfg)
             if rand_augment is not None:
                 image = _rand_augment(image, tf.random.experimental.stateless_fold_in(
                     example_seed, _RAND_AUGMENT_STREAM), rand_augment)
         else:
-            image = decode_eval_image(ex["image_bytes"], image_size)
+            image = whole_image(ex["image_bytes"])
         targets = tfrecord_schema.train_targets(ex["positives"], ex["negatives"], seen,
                                                 num_labels)
         return image, targets

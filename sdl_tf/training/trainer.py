@@ -434,13 +434,20 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     fig3 = (figure3_images(config, val_source, label_space.num_labels)
             if chief and val_source is not None else None)
 
+    decoded = None
+    if config.data.cache_train_images and resumed_from < total_steps:
+        t = time.perf_counter()
+        decoded = data_lib.decode_train_images(config.data, config.model.image_size)
+        log(f"decoded {len(decoded.keys)} training images once ({decoded.images.nbytes >> 20} "
+            f"MiB, {time.perf_counter() - t:.1f} s)")
+
     last = {}
     val_metrics = None
     step = resumed_from
     for epoch in range(step // steps_per_epoch, config.epochs):
         skip = step - epoch * steps_per_epoch
         dist_ds = strategy.distribute_datasets_from_function(
-            _dataset_fn(config, label_space, epoch, skip, steps_per_epoch, replicas)
+            _dataset_fn(config, label_space, epoch, skip, steps_per_epoch, replicas, decoded)
         )
         bar = None
         if chief and progress:
@@ -511,7 +518,7 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     return result
 
 
-def _dataset_fn(config, label_space, epoch, skip_steps, steps_per_epoch, replicas):
+def _dataset_fn(config, label_space, epoch, skip_steps, steps_per_epoch, replicas, decoded=None):
     def fn(ctx: tf.distribute.InputContext):
         # Each input pipeline (worker) feeds replicas_per_pipeline replicas per step, one
         # per-replica batch each, so it emits that many batches per step.
@@ -528,6 +535,7 @@ def _dataset_fn(config, label_space, epoch, skip_steps, steps_per_epoch, replica
             num_batches=steps_per_epoch * per_pipeline,
             num_input_pipelines=ctx.num_input_pipelines,
             input_pipeline_id=ctx.input_pipeline_id,
+            decoded=decoded,
         )
 
     return fn
