@@ -309,7 +309,9 @@ def decode_train_images(cfg: DataConfig, image_size: int) -> DecodedImages:
                 f"cache_train_images: the training images of {cfg.data_dir} take more than "
                 f"{MAX_CACHED_TRAIN_BYTES >> 20} MiB decoded at {image_size} px; train "
                 "without --cache_train_images")
-        keys.append(k), ids.append(i), images.append(im)
+        keys.append(k)
+        ids.append(i)
+        images.append(im)
     if not keys:
         raise ValueError(f"no training images in {cfg.data_dir} to cache")
     keys, ids, images = np.concatenate(keys), np.concatenate(ids), np.concatenate(images)
