@@ -94,15 +94,14 @@ def demo_config(data_dir: str, flagfile: str = "configs/demo.flags") -> TrainCon
 
 
 def _train_batches(data_cfg: DataConfig, batch: int, image_size: int):
-    """The training stream of `data_cfg` (one decode of the cached images first, untimed)."""
+    """The training stream of `data_cfg` (with `cache_train_images`, `train_dataset` decodes
+    the images before returning, so the decoding is not timed)."""
     from sdl_tf.labels.label_space import LabelSpace
 
     space = LabelSpace.load(data_cfg.data_dir)
-    decoded = (data_lib.decode_train_images(data_cfg, image_size)
-               if data_cfg.cache_train_images else None)
     ds = data_lib.train_dataset(data_cfg, image_size=image_size,
                                 seen_indices=space.seen_indices, num_labels=space.num_labels,
-                                batch_size=batch, epoch=0, decoded=decoded)
+                                batch_size=batch, epoch=0)
     return iter(ds), space
 
 

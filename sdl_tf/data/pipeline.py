@@ -360,10 +360,10 @@ def train_dataset(
     Yields:
         (images uint8 (batch_size, H, W, 3), targets float32 (batch_size, S) in {1, 0, -1}).
     """
-    if cfg.cache_train_images and decoded is None:
-        decoded = decode_train_images(cfg, image_size)
     if not cfg.cache_train_images:
         decoded = None
+    elif decoded is None:
+        decoded = decode_train_images(cfg, image_size)
     files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
     epoch_seed = seed * 1_000_003 + epoch
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
