@@ -266,13 +266,14 @@ def test_backbone_never_runs_on_an_empty_batch(tmp_path, batch):
 
 @pytest.mark.parametrize("batch", [0, 3])
 def test_attention_pooling_model_exports(tmp_path, batch):
-    """The demo head (per-row attention pooling + unit rows) serves like the paper's head."""
+    """The demo model (small_cnn with its Gaussian blur, per-row attention pooling, unit rows)
+    serves like the paper's head."""
     from sdl_tf.config import ModelConfig
     from sdl_tf.modeling.model import build_model
 
     keras.utils.set_random_seed(4)
-    model = build_model(ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M,
-                                    dim=D, pooling="attention", row_scale=8.0))
+    model = build_model(ModelConfig(backbone="small_cnn", weights="none", image_size=SIZE,
+                                    num_rows=M, dim=D, pooling="attention", row_scale=8.0))
     ls = tiny_label_space()
     path = export_lib.export_saved_model(model, ls, str(tmp_path), name="sdl", version=1, top_k=3)
     loaded = tf.saved_model.load(path)
