@@ -41,11 +41,11 @@ test-all: $(STAMP)
 demo: $(STAMP)
 	DEMO_OUT=$(DEMO_OUT) PYTHON=$(BIN)/python bash scripts/demo.sh
 
-# 3 seeds x (SDL, Fast0Tag, l2 baseline, random), mean ± std: ~20-45 minutes on 2 CPU cores.
+# 3 seeds x (SDL, Fast0Tag, l2 baseline, random), mean ± std: ~25-50 minutes on 2 CPU cores.
 demo-compare: $(STAMP)
 	DEMO_OUT=$(DEMO_OUT) PYTHON=$(BIN)/python bash scripts/demo_compare.sh
 
-# The demo recipe on 7 generated 64x64 "attribute object" sets (~12-30 minutes on 2 CPU cores).
+# The demo recipe on 7 generated 64x64 "attribute object" sets (~14-35 minutes on 2 CPU cores).
 attribute-sets: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/attribute_sets.sh
 

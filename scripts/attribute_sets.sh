@@ -5,7 +5,7 @@
 # --data_dir, --model_dir and --val_fraction=0.1 (plus $EXTRA_FLAGS, empty by default), then
 # `sdl_tf.evaluate --split=test`. Prints and writes $OUT/attribute_sets.md: test ZSL / GZSL
 # mAP, training wall seconds, and the bag-of-words oracle (scripts/attribute_set_ceiling.py).
-# Expected: about 1.7-4.5 minutes per set on 2 CPU cores (7 sets: ~12-30 minutes). Rerunning reuses
+# Expected: about 2-5 minutes per set on 2 CPU cores (7 sets: ~14-35 minutes). Rerunning reuses
 # finished sets and trainings.
 set -euo pipefail
 cd "$(dirname "$0")/.."

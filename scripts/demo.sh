@@ -3,8 +3,8 @@
 # train SDL and the Fast0Tag baseline with the same budget -> evaluate both and a random-score
 # baseline -> export SDL for TF Serving -> tag a few demo images (grid PNG + HTML).
 # One seed; scripts/demo_compare.sh adds the M-direction l2 baseline (paper section 4.1) and
-# repeats the comparison over 3 seeds (mean ± std). Expected: 3-8.5 minutes on 2 CPU cores
-# (two trainings of 1.3-3.5 minutes). Rerunning reuses finished steps.
+# repeats the comparison over 3 seeds (mean ± std). Expected: 3.5-9.5 minutes on 2 CPU cores
+# (two trainings of 1.5-4 minutes). Rerunning reuses finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

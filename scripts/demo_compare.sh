@@ -5,7 +5,7 @@
 # random scores, all evaluated on the test split; mean ± std over the seeds in
 # $OUT/comparison.md (per-seed rows in $OUT/comparison_per_seed.md).
 # Seed 0 reuses `make demo`'s runs ($OUT/data, $OUT/sdl, $OUT/fast0tag, $OUT/l2); seeds 1-2
-# live in $OUT/seed<N>/. Expected: 20-45 minutes on 2 CPU cores (9 trainings of 1.3-3.5 minutes).
+# live in $OUT/seed<N>/. Expected: 25-50 minutes on 2 CPU cores (9 trainings of 1.5-4 minutes).
 # Rerunning reuses finished steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
