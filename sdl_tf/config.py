@@ -172,6 +172,9 @@ class TrainConfig:
         eval_batch_size: batch size of validation / evaluation.
         max_eval_images: cap on validation images per epoch (0 = all).
         seed: seeds model init, shuffling and augmentation.
+        cache_backbone_features: with a frozen backbone, run it once over the training
+            images (and their horizontal flips under `augment_mode=flip`) and train the
+            head on the stored features (`sdl_tf.training.feature_cache`).
         overwrite: delete an existing run in model_dir and start again.
     """
 
@@ -208,6 +211,9 @@ class TrainConfig:
     eval_batch_size: int = field(64, "Validation batch size.")
     max_eval_images: int = field(0, "Validation image cap (0 = all).")
     seed: int = field(0, "Run seed (init, shuffle, augmentation).")
+    cache_backbone_features: bool = field(
+        False, "Frozen backbone: compute its features of the training images once per run "
+        "(and of their flips with augment_mode=flip) and train the head on them.")
     overwrite: bool = field(False, "Discard an existing run in --model_dir.")
 
     def __post_init__(self):
@@ -230,6 +236,22 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
             raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks}")
+        if self.cache_backbone_features:
+            if self.model.trainable_backbone:
+                raise ValueError("cache_backbone_features needs a frozen backbone: add "
+                                 "--trainable_backbone=false")
+            if self.data.augment and self.data.augment_mode != "flip":
+                raise ValueError(
+                    "cache_backbone_features computes each image's features once: "
+                    f"augment_mode {self.data.augment_mode!r} cannot be applied to them; use "
+                    "--augment_mode=flip (image and flip cached) or --augment=false")
+            if self.data.cache_train_images:
+                raise ValueError("cache_backbone_features replaces cache_train_images: the "
+                                 "images are not needed once their features are; drop "
+                                 "--cache_train_images")
+            if self.strategy == "tpu":
+                raise ValueError("cache_backbone_features feeds the features from host memory "
+                                 "(tf.data from a generator), which TPUs cannot take")
         # Normalise lists from JSON/flags to a tuple so the config stays hashable.
         object.__setattr__(self, "eval_ks", tuple(int(k) for k in self.eval_ks))
 

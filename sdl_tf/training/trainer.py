@@ -36,6 +36,7 @@ import tensorflow as tf
 from sdl_tf.config import TrainConfig, save_config
 from sdl_tf.data import pipeline as data_lib
 from sdl_tf.modeling import model as model_lib
+from sdl_tf.training import feature_cache
 from sdl_tf.utils import atomic_io
 
 CHECKPOINT_DIR = "checkpoints"
@@ -172,6 +173,12 @@ class Trainer:
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
             self.model = model_lib.build_model(config.model)
+            # What a step runs: the whole model on images, or only its head on cached
+            # backbone features (the same head variables either way).
+            self.feature_model = None
+            self.forward = self.model
+            if config.cache_backbone_features:
+                self.feature_model, self.forward = feature_cache.split_model(self.model)
             variables = self.model.trainable_variables
             # The authors' add_weight_decay (ZS_SDL helper_functions.py) skips every 1-D
             # parameter (biases, normalisation scales and offsets) and names ending in ".bias".
@@ -214,7 +221,7 @@ class Trainer:
         gb = tf.cast(self.global_batch_size, tf.float32)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            matrices = self.model(images, training=True)
+            matrices = self.forward(images, training=True)
             # One evaluation of eqs. 1-5 gives both the loss to differentiate and the logged
             # terms (rank, reg, SDW); "loss" is exactly what SDLLoss.call returns.
             terms = self._terms_fn(targets, matrices, self.seen_vectors, **self.loss_settings)
@@ -434,7 +441,17 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     fig3 = (figure3_images(config, val_source, label_space.num_labels)
             if chief and val_source is not None else None)
 
-    decoded = None
+    decoded = features = None
+    if config.cache_backbone_features and resumed_from < total_steps:
+        t = time.perf_counter()
+        features = feature_cache.extract_train_features(
+            trainer.feature_model, config.data, config.model.image_size,
+            label_space.seen_indices, label_space.num_labels,
+            flips=config.data.augment and config.data.augment_mode == "flip",
+            batch_size=config.eval_batch_size)
+        log(f"backbone features of {features.num_examples} training images x "
+            f"{features.num_views} view(s) computed once ({features.features.nbytes >> 20} MiB, "
+            f"{time.perf_counter() - t:.1f} s)")
     if config.data.cache_train_images and resumed_from < total_steps:
         t = time.perf_counter()
         decoded = data_lib.decode_train_images(config.data, config.model.image_size)
@@ -446,9 +463,11 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     step = resumed_from
     for epoch in range(step // steps_per_epoch, config.epochs):
         skip = step - epoch * steps_per_epoch
-        dist_ds = strategy.distribute_datasets_from_function(
-            _dataset_fn(config, label_space, epoch, skip, steps_per_epoch, replicas, decoded)
-        )
+        if features is not None:
+            fn = _feature_dataset_fn(config, features, epoch, skip, steps_per_epoch, replicas)
+        else:
+            fn = _dataset_fn(config, label_space, epoch, skip, steps_per_epoch, replicas, decoded)
+        dist_ds = strategy.distribute_datasets_from_function(fn)
         bar = None
         if chief and progress:
             print(f"Epoch {epoch + 1}/{config.epochs}", flush=True)
@@ -537,6 +556,18 @@ def _dataset_fn(config, label_space, epoch, skip_steps, steps_per_epoch, replica
             input_pipeline_id=ctx.input_pipeline_id,
             decoded=decoded,
         )
+
+    return fn
+
+
+def _feature_dataset_fn(config, features, epoch, skip_steps, steps_per_epoch, replicas):
+    def fn(ctx: tf.distribute.InputContext):
+        return feature_cache.feature_dataset(
+            features, global_batch_size=config.batch_size,
+            per_replica_batch=ctx.get_per_replica_batch_size(config.batch_size),
+            replicas_per_pipeline=replicas // ctx.num_input_pipelines,
+            input_pipeline_id=ctx.input_pipeline_id, epoch=epoch, seed=config.seed,
+            skip_steps=skip_steps, num_steps=steps_per_epoch)
 
     return fn
 

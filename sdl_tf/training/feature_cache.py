@@ -1,0 +1,179 @@
+"""Frozen-backbone training on backbone features computed once per image.
+
+With a frozen pretrained backbone (`--trainable_backbone=false`) every step would run the same
+backbone forward pass on the same images again; only the SDL head (pooling, projection to the
+M x d matrix A_i of paper section 3.1) learns. `--cache_backbone_features` runs the backbone
+once over the training split (and over its horizontal flips when `augment_mode=flip`), keeps the
+feature maps in memory as float16, and trains the head on them: the same model, optimizer, loss
+and final `final.keras` (images -> A_i), at the cost of the head's step instead of the
+backbone's.
+
+The model is split at the head's first layer (`split_model`): `feature_model` maps uint8
+images to the backbone's features (B, h, w, F) or (B, F), `head` maps those features to A_i
+(B, M, d). Both share the full model's layers and weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from sdl_tf.data import pipeline as data_lib
+from sdl_tf.data import tfrecord_schema
+
+# The first layer after the backbone, by pooling and row normalisation (model.build_model):
+# avg pooling of a feature map, dropout of a pooled backbone, or the attention rows.
+_HEAD_ENTRY_LAYERS = ("avg_pool", "dropout", "rows", "matrices")
+# float16 features: half the memory of float32; backbone features after ReLU6 / BN are well
+# inside its range and its 11-bit mantissa is far finer than what the head can learn from.
+FEATURE_DTYPE = np.float16
+MAX_CACHED_FEATURE_BYTES = 8 << 30
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCache:
+    """Backbone features of the training split, in the split's record order.
+
+    Attributes:
+        features: float16 (N, V, ...feature shape) with V = 2 views (the image and its
+            horizontal flip) or 1.
+        targets: float32 (N, S) training targets over the seen labels (1 / 0 / -1).
+    """
+
+    features: np.ndarray
+    targets: np.ndarray
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def num_views(self) -> int:
+        return int(self.features.shape[1])
+
+
+def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Splits an SDL model (`sdl_tf.modeling.model.build_model`) into backbone and head.
+
+    Returns:
+        (feature_model: images uint8 (B, H, W, 3) -> features (B, h, w, F) or (B, F),
+         head: features -> matrices float32 (B, M, d)); both share `model`'s weights.
+    """
+    names = {layer.name for layer in model.layers}
+    entry = next((n for n in _HEAD_ENTRY_LAYERS if n in names), None)
+    if entry is None:
+        raise ValueError(f"model {model.name!r} has none of the head layers "
+                         f"{_HEAD_ENTRY_LAYERS}: not an SDL model")
+    features = model.get_layer(entry).input
+    return (keras.Model(model.input, features, name="sdl_backbone"),
+            keras.Model(features, model.output, name="sdl_head"))
+
+
+def _log(msg: str) -> None:
+    print(f"[sdl_tf.train] {msg}", file=sys.stderr, flush=True)
+
+
+def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int, seen_indices,
+                           num_labels: int, flips: bool, batch_size: int = 64) -> FeatureCache:
+    """Runs the frozen backbone once over every training image (minus the val carve).
+
+    Args:
+        feature_model: images uint8 (B, H, W, 3) -> features (`split_model`).
+        data_cfg: the run's `DataConfig` (data_dir, train_split, val_fraction).
+        image_size: model input side; images are resized whole, as for evaluation.
+        seen_indices: (S,) int64 seen-label indices (the target order).
+        num_labels: C.
+        flips: also compute the features of every image's horizontal flip.
+        batch_size: images per backbone call.
+
+    Raises:
+        ValueError: no training images, or the features would exceed
+            `MAX_CACHED_FEATURE_BYTES`.
+    """
+    files = tfrecord_schema.list_shards(data_cfg.data_dir, data_cfg.train_split)
+    total = data_lib.count_examples(data_cfg.data_dir, data_cfg.train_split)
+    seen = tf.constant(seen_indices, tf.int64)
+    ds = data_lib._train_examples(data_cfg, tf.data.TFRecordDataset(files))
+    ds = ds.map(lambda ex: (data_lib.decode_eval_image(ex["image_bytes"], image_size),
+                            tfrecord_schema.train_targets(ex["positives"], ex["negatives"],
+                                                          seen, num_labels)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def features_of(images):
+        views = [feature_model(images, training=False)]
+        if flips:
+            views.append(feature_model(tf.image.flip_left_right(images), training=False))
+        return tf.stack([tf.cast(v, tf.float16) for v in views], axis=1)
+
+    chunks, targets, size, done = [], [], 0, 0
+    start = last = time.perf_counter()
+    for images, batch_targets in ds:
+        feats = features_of(images).numpy()
+        size += feats.nbytes
+        if size > MAX_CACHED_FEATURE_BYTES:
+            raise ValueError(
+                f"cache_backbone_features: the features of {data_cfg.data_dir}'s training "
+                f"images exceed {MAX_CACHED_FEATURE_BYTES >> 30} GiB at {image_size} px; "
+                "use a smaller --image_size or train without --cache_backbone_features")
+        chunks.append(feats)
+        targets.append(batch_targets.numpy())
+        done += len(feats)
+        now = time.perf_counter()
+        if now - last > 30:
+            rate = done / (now - start)
+            _log(f"backbone features: {done} of ~{total} training images ({rate:.0f} images/s)")
+            last = now
+    if not chunks:
+        raise ValueError(f"no training images in {data_cfg.data_dir} to compute features of")
+    return FeatureCache(np.concatenate(chunks), np.concatenate(targets).astype(np.float32))
+
+
+def epoch_order(num_examples: int, num_views: int, num_steps: int, batch_size: int, seed: int,
+                epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which example (and view) fills each slot of an epoch's global batches.
+
+    A fresh permutation per pass over the examples (several when the epoch is longer than the
+    data), seeded by (seed, epoch) so a resumed run sees the same batches.
+
+    Returns:
+        (examples int64 (num_steps * batch_size,), views int64 (same shape) in [0, num_views)).
+    """
+    rng = np.random.default_rng([seed, epoch, 7243])
+    need = num_steps * batch_size
+    passes = -(-need // num_examples)
+    examples = np.concatenate([rng.permutation(num_examples) for _ in range(passes)])[:need]
+    views = rng.integers(0, num_views, size=need)
+    return examples.astype(np.int64), views.astype(np.int64)
+
+
+def feature_dataset(cache: FeatureCache, *, global_batch_size: int, per_replica_batch: int,
+                    replicas_per_pipeline: int, input_pipeline_id: int, epoch: int, seed: int,
+                    skip_steps: int, num_steps: int) -> tf.data.Dataset:
+    """One epoch of (features float32, targets float32) per-replica batches of one pipeline.
+
+    The global batch of step s is the slots [s * B, (s + 1) * B) of `epoch_order`, cut into
+    per-replica batches; input pipeline p emits the replicas p * R .. (p + 1) * R - 1 of every
+    step (R = `replicas_per_pipeline`), as `tf.distribute` expects.
+    """
+    examples, views = epoch_order(cache.num_examples, cache.num_views, num_steps,
+                                  global_batch_size, seed, epoch)
+    first = input_pipeline_id * replicas_per_pipeline
+
+    def batches():
+        for step in range(skip_steps, num_steps):
+            for r in range(first, first + replicas_per_pipeline):
+                lo = step * global_batch_size + r * per_replica_batch
+                idx = examples[lo: lo + per_replica_batch]
+                feats = cache.features[idx, views[lo: lo + per_replica_batch]]
+                yield feats.astype(np.float32), cache.targets[idx]
+
+    spec = (tf.TensorSpec((per_replica_batch,) + cache.features.shape[2:], tf.float32),
+            tf.TensorSpec((per_replica_batch, cache.targets.shape[1]), tf.float32))
+    return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)

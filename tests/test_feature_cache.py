@@ -1,0 +1,132 @@
+"""Tests for sdl_tf.training.feature_cache: the model split, the epoch order, and frozen-backbone
+training on cached features (same batches after resume, the frozen backbone untouched)."""
+
+import numpy as np
+import pytest
+
+from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
+from sdl_tf.modeling import model as model_lib
+from sdl_tf.modeling.model import load_model_dir
+from sdl_tf.training import feature_cache
+from sdl_tf.training import trainer as trainer_lib
+from tests.helpers.demo_data import demo_dataset
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return demo_dataset(tmp_path_factory)
+
+
+@pytest.mark.parametrize("pooling,row_scale", [("avg", 0.0), ("avg", 8.0), ("attention", 0.0),
+                                               ("attention", 8.0)])
+def test_split_model_composes_to_the_model(pooling, row_scale):
+    cfg = ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3, dim=8,
+                      pooling=pooling, row_scale=row_scale)
+    model = model_lib.build_model(cfg)
+    features_of, head = feature_cache.split_model(model)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
+    features = features_of(images, training=False)
+    assert features.shape == (4, 2, 2, 128)  # tiny: 4 stride-2 convs, 128 channels
+    np.testing.assert_allclose(head(features, training=False), model(images, training=False),
+                               rtol=1e-5, atol=1e-6)
+    # The head holds exactly the model's non-backbone weights (shared, not copies).
+    head_ids = {id(v) for v in head.weights}
+    assert head_ids and head_ids <= {id(v) for v in model.weights}
+    assert not head_ids & {id(v) for v in features_of.weights}
+
+
+def test_epoch_order_is_seeded_and_covers_every_example():
+    a = feature_cache.epoch_order(10, 2, num_steps=3, batch_size=4, seed=1, epoch=0)
+    b = feature_cache.epoch_order(10, 2, num_steps=3, batch_size=4, seed=1, epoch=0)
+    c = feature_cache.epoch_order(10, 2, num_steps=3, batch_size=4, seed=1, epoch=1)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert len(a[0]) == 12 and sorted(a[0][:10]) == list(range(10))  # one pass, then more
+    assert set(a[1]) <= {0, 1}
+
+
+def test_feature_dataset_splits_global_batches_between_pipelines():
+    cache = feature_cache.FeatureCache(
+        features=np.arange(8, dtype=np.float16).reshape(8, 1, 1),
+        targets=np.arange(8, dtype=np.float32).reshape(8, 1))
+    kw = dict(global_batch_size=4, per_replica_batch=2, replicas_per_pipeline=1, epoch=0,
+              seed=3, skip_steps=0, num_steps=2)
+    whole = feature_cache.feature_dataset(cache, input_pipeline_id=0,
+                                          **{**kw, "per_replica_batch": 4})
+    p0 = feature_cache.feature_dataset(cache, input_pipeline_id=0, **kw)
+    p1 = feature_cache.feature_dataset(cache, input_pipeline_id=1, **kw)
+    whole = [f.numpy().ravel() for f, _ in whole]
+    parts = [np.concatenate([a.numpy().ravel(), b.numpy().ravel()])
+             for (a, _), (b, _) in zip(p0, p1, strict=True)]
+    np.testing.assert_array_equal(whole, parts)
+    np.testing.assert_array_equal(np.sort(np.concatenate(whole)), np.arange(8))
+    for f, t in feature_cache.feature_dataset(cache, input_pipeline_id=0, **kw):
+        np.testing.assert_array_equal(f.numpy()[:, 0], t.numpy()[:, 0])  # rows stay paired
+
+
+def _config(demo_dir, model_dir, **kw):
+    base = dict(
+        model_dir=str(model_dir),
+        data=DataConfig(data_dir=demo_dir, val_split="none", val_fraction=0.2,
+                        augment_mode="flip"),
+        model=ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=2, dim=16,
+                          trainable_backbone=False, pooling="attention"),
+        epochs=2, steps_per_epoch=4, batch_size=16, learning_rate=1e-3,
+        checkpoint_every_steps=2, log_every_steps=2, eval_batch_size=32,
+        cache_backbone_features=True,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_on_cached_features_resumes_exactly_and_keeps_the_backbone(
+        demo_dir, tmp_path, capsys):
+    full = trainer_lib.train(_config(demo_dir, tmp_path / "full"), progress=False)
+    err = capsys.readouterr().err
+    assert "backbone features of" in err and "x 2 view(s)" in err  # image + flip
+    model, _ = load_model_dir(str(tmp_path / "full"))
+    # Interrupted mid epoch 2 (step 6): the same run dir with the later checkpoints gone.
+    import glob
+    import os
+    import shutil
+
+    import tensorflow as tf
+
+    shutil.copytree(tmp_path / "full", tmp_path / "part")
+    ckpt_dir = str(tmp_path / "part" / "checkpoints")
+    for path in glob.glob(os.path.join(ckpt_dir, "ckpt-8.*")):
+        os.remove(path)
+    tf.compat.v1.train.update_checkpoint_state(ckpt_dir, os.path.join(ckpt_dir, "ckpt-6"))
+    os.remove(tmp_path / "part" / "final.keras")
+    resumed = trainer_lib.train(_config(demo_dir, tmp_path / "part"), progress=False)
+    assert resumed["resumed_from_step"] == 6 and resumed["step"] == 8
+    assert resumed["last_loss"] == full["last_loss"]
+    again, _ = load_model_dir(str(tmp_path / "part"))
+    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The frozen backbone is the seeded initialisation, untouched by training.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    fresh = model_lib.build_model(_config(demo_dir, tmp_path / "x").model)
+    for a, b in zip(fresh.get_layer("tiny").get_weights(), model.get_layer("tiny").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(full["last_loss"]) and full["val"] is not None
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(model=ModelConfig(backbone="tiny", weights="none", trainable_backbone=True)),
+     "frozen backbone"),
+    (dict(data=DataConfig(augment_mode="imagenet")), "augment_mode 'imagenet'"),
+    (dict(data=DataConfig(augment_mode="flip", cache_train_images=True)),
+     "drop --cache_train_images"),
+])
+def test_cache_backbone_features_refuses_settings_it_would_ignore(kw, message):
+    base = dict(model_dir="x", cache_backbone_features=True,
+                model=ModelConfig(backbone="tiny", weights="none", trainable_backbone=False),
+                data=DataConfig(augment_mode="flip"))
+    base.update(kw)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**base)
