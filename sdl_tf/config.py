@@ -308,6 +308,9 @@ class EvalConfig:
         baseline: "" (the model) or "random" (seeded uniform random scores, same protocol).
         seed: seed of the random baseline.
         scoring: "max" or "l2" (default: the run's).
+        unseen_from_data: score with the data's unseen flags instead of the model's (the
+            label names must match): a model trained on every label, evaluated on a
+            zero-shot split's test set, is that split's supervised upper bound.
     """
 
     model_dir: str = field("", "Trained run directory (final.keras + labels).")
@@ -325,6 +328,9 @@ class EvalConfig:
                           choices=("", "random"))
     seed: int = field(0, "Seed of the random baseline.")
     scoring: str = field("", "Scoring (default: the run's).", choices=("", *SCORINGS))
+    unseen_from_data: bool = field(
+        False, "Use --data_dir's unseen labels instead of the model's (e.g. a model trained on "
+        "all labels, scored as the supervised upper bound of a zero-shot split).")
 
     def __post_init__(self):
         if self.baseline not in ("", "random"):

@@ -139,6 +139,30 @@ def test_label_space_mismatch_is_refused(model_dir, tmp_path):
                             progress=False)
 
 
+def test_unseen_from_data_scores_a_model_with_the_data_splits_unseen_labels(
+        model_dir, demo_dir, tmp_path):
+    # A model whose label space has no unseen label (as if trained on all of them) is scored
+    # with the data's zero-shot split: the supervised upper bound of that split.
+    import shutil
+
+    space = LabelSpace.load(model_dir)
+    all_seen = tmp_path / "all_seen"
+    shutil.copytree(model_dir, all_seen, ignore=shutil.ignore_patterns("eval"))
+    LabelSpace.create(space.names, np.zeros(space.num_labels, bool), space.vectors).save(
+        str(all_seen))
+    plain = evaluator.evaluate(EvalConfig(model_dir=str(all_seen), data_dir=demo_dir,
+                                          output_dir=str(tmp_path / "a")), progress=False)
+    split = evaluator.evaluate(EvalConfig(model_dir=str(all_seen), data_dir=demo_dir,
+                                          output_dir=str(tmp_path / "b"), unseen_from_data=True),
+                               progress=False)
+    reference = evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path / "c")),
+                                   progress=False)
+    assert split["method"].endswith("[unseen labels of the data]")
+    for task in ("zsl", "gzsl"):
+        assert split[task]["mAP"] == pytest.approx(reference[task]["mAP"], rel=1e-6)
+    assert np.isnan(plain["zsl"]["mAP"])  # without the data's flags: no unseen label
+
+
 # ----------------------------------------------------------------------------- row usage
 
 

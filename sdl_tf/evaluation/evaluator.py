@@ -18,6 +18,7 @@ concepts (the paper's claim) give a high share entropy and low cosines; a collap
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -380,6 +381,11 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
     data_labels = LabelSpace.load(data_dir)
     if tuple(data_labels.names) != tuple(label_space.names):
         raise ValueError(f"label space of {data_dir} differs from the model's ({cfg.model_dir})")
+    if cfg.unseen_from_data and not np.array_equal(data_labels.unseen, label_space.unseen):
+        log(f"unseen labels from {data_dir} ({len(data_labels.unseen_indices)}), not the "
+            f"model's ({len(label_space.unseen_indices)})")
+        label_space = dataclasses.replace(label_space, unseen=data_labels.unseen.copy())
+        method += " [unseen labels of the data]"
     data_lib.require_dataset(data_dir, [cfg.split])
 
     ds = data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
