@@ -204,7 +204,7 @@ def _materialise(t: _Tensor, path: str) -> np.ndarray:
     view = np.lib.stride_tricks.as_strided(
         data[offset:], shape=size, strides=[s * data.itemsize for s in stride], writeable=False
     )
-    return np.array(view)  # a contiguous copy, detached from the storage buffer
+    return np.array(view, order="C")  # a C-contiguous, writeable copy, off the storage bytes
 
 
 def _resolve(obj, path: str):
