@@ -295,8 +295,11 @@ def split_photos(photos, test_fraction: float, seed: int,
     return sorted(order[n_test:]), sorted(order[:n_test])
 
 
-def load_tile(path: str, tile: int) -> np.ndarray:
+def load_tile(path: str, tile: int) -> tuple[np.ndarray, str]:
     """One photo as a (tile, tile, 3) uint8 RGB tile: centre square crop, antialiased resize.
+
+    Returns:
+      (the tile, the photo's PIL mode before conversion to RGB, e.g. "L" for greyscale).
 
     Raises:
       common.SkipImage: empty, not an image, truncated or corrupt.
@@ -315,6 +318,7 @@ def load_tile(path: str, tile: int) -> np.ndarray:
         # JPEG DCT scaling: a large photo decodes directly at >= tile size (fast).
         img.draft("RGB", (tile, tile))
         img.load()
+        mode = img.mode
         img = common._to_rgb(img)  # greyscale, CMYK, palette, alpha -> RGB
         w, h = img.size
         side = min(w, h)
@@ -322,7 +326,7 @@ def load_tile(path: str, tile: int) -> np.ndarray:
         # Pillow's bicubic filter widens with the scale factor: an antialiased downscale.
         img = img.resize((tile, tile), Image.Resampling.BICUBIC,
                          box=(left, top, left + side, top + side))
-        return np.asarray(img, np.uint8)
+        return np.asarray(img, np.uint8), mode
     except UnidentifiedImageError:
         raise common.SkipImage("not_an_image", f"not an image PIL can read: {path}") from None
     except Image.DecompressionBombError as e:
@@ -493,10 +497,12 @@ def prepare(config: MosaicsConfig) -> dict:
     tiles = np.zeros((len(paths), tile, tile, 3), np.uint8)
     ok = np.ones(len(paths), bool)
     skipped = []
+    modes: dict[str, int] = {}
     bar = common.Progress(len(paths), "decode photos", unit="img", enabled=config.progress)
     for i, p in enumerate(paths):
         try:
-            tiles[i] = load_tile(p, tile)
+            tiles[i], mode = load_tile(p, tile)
+            modes[mode] = modes.get(mode, 0) + 1
         except common.SkipImage as e:
             ok[i] = False
             skipped.append({"path": p, "reason": e.reason, "detail": str(e)})
@@ -584,6 +590,8 @@ def prepare(config: MosaicsConfig) -> dict:
         "name_changes": [n for n in name_notes if n["name"] is not None],
         "dropped_classes": [n for n in name_notes if n["name"] is None],
         "unlisted_train_dirs": unlisted,
+        "photos_used": int(ok.sum()),
+        "photo_modes": dict(sorted(modes.items())),  # "L": greyscale photos made RGB
         "skipped_photos": skipped,
         "num_test": len(test),
         "classes_per_test_mosaic": _histogram(test),

@@ -123,6 +123,7 @@ def test_names_fallbacks_and_drops(built):
     assert summary["num_classes"] == 12 and summary["num_unseen_per_fold"] == 3
     assert [s["reason"] for s in summary["skipped_photos"]] == ["not_an_image"]
     assert summary["skipped_photos"][0]["path"].endswith("n00000004_broken.JPEG")
+    assert summary["photo_modes"] == {"L": 1, "RGB": 12 * PHOTOS - 1}
 
 
 def test_labels_match_tiles_and_zero_shot_protocol(built):
@@ -234,3 +235,14 @@ def test_cli_one_line_error(tmp_path):
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert proc.returncode == 1
     assert f"error: {tmp_path / 'none' / 'train'}: not a directory" in proc.stderr
+
+
+def test_num_unseen_count_or_fraction_and_photo_cap(source, tmp_path):
+    assert mosaics._resolve_num_unseen(0.2, 200) == 40
+    assert mosaics._resolve_num_unseen(40, 200) == 40
+    with pytest.raises(DataPrepError, match="count or a fraction"):
+        mosaics._resolve_num_unseen(2.5, 200)
+    summary = mosaics.prepare(_config(source, tmp_path / "o", num_unseen=0.25, folds=1,
+                                      max_images_per_class=5, manifests_only=True))
+    assert summary["num_unseen_per_fold"] == 3
+    assert all(c["train_photos"] + c["test_photos"] <= 5 for c in summary["classes"])
