@@ -90,16 +90,23 @@ class DataConfig:
             or a cutout can remove a labelled object and so mislabel the image) or `resize`
             (the whole image resized, then cutout: the authors' COCO script, no crop/flip/colour).
         cutout: side of the cutout square as a fraction of the image side (0 disables).
-        rand_augment: also apply RandAugment (2 random ops of `keras.layers.RandAugment`, after
-            the `augment_mode` transforms) to training images, as the authors' COCO script.
-        rand_augment_factor: RandAugment magnitude in [0, 1] (Keras' `factor`).
-        min_crop_area: lower bound of the random-resized-crop area fraction.
+        rand_augment: also apply RandAugment (Cubuk et al. 2020: 2 ops drawn from the paper's
+            14, `sdl_tf.data.augment.rand_augment`, after the `augment_mode` transforms) to
+            training images, as the authors' COCO script.
+        rand_augment_factor: RandAugment magnitude M in [0, 1] (1 = each op's strongest
+            setting: rotate 30 degrees, shear 0.3, translate 45 %, enhance factors 1 +- 0.9).
+        min_crop_area: lower bound of the random-resized-crop area fraction (`imagenet` only).
         num_parallel_calls: tf.data parallelism (-1 = AUTOTUNE).
         cache_eval: cache decoded evaluation images in memory (small datasets only).
         cache_train_images: decode the training images once per run and keep them in memory
             (`augment_mode` flip or resize, or no augmentation; up to 1 GiB of pixels). Same
             batches as without it; it saves the per-step decoding, which on 2 cores competes
             with the train step for the CPU.
+
+    A setting that the others make ineffective is refused (ValueError naming the flag), except
+    `cutout` 0.5 under `augment_mode=flip`: it is the default and what configs/base.flags sets,
+    so it cannot tell an intended cutout, and it prints a one-line warning instead. With
+    `augment=false` nothing augments; the augmentation flags are then ignored with a warning.
     """
 
     data_dir: str = field("", "Prepared dataset directory (data_prep output).", required=True)
@@ -117,7 +124,7 @@ class DataConfig:
     rand_augment: bool = field(
         False, "Also apply RandAugment (2 ops) to training images (authors' COCO script).")
     rand_augment_factor: float = field(
-        0.5, "RandAugment magnitude in [0, 1] (keras.layers.RandAugment factor).")
+        0.5, "RandAugment magnitude M in [0, 1] (needs --rand_augment).")
     min_crop_area: float = field(0.25, "Smallest random-resized-crop area.")
     num_parallel_calls: int = field(-1, "tf.data parallelism (-1=auto).")
     cache_eval: bool = field(False, "Cache decoded evaluation images in memory.", flag=False)
@@ -141,6 +148,44 @@ class DataConfig:
         if self.cache_train_images and self.augment and self.augment_mode == "imagenet":
             raise ValueError("cache_train_images needs augment_mode flip or resize (or no "
                              "augmentation): augment_mode imagenet crops the undecoded JPEG")
+        self._check_augmentation_flags()
+
+    _warned = set()  # not a field (no annotation): messages already printed in this process
+
+    @classmethod
+    def _warn_once(cls, message: str) -> None:
+        """One stderr line per distinct message and process (configs are rebuilt, e.g. from
+        config.json, and must not repeat it)."""
+        import sys
+
+        if message not in cls._warned:
+            cls._warned.add(message)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _check_augmentation_flags(self):
+        """Refuses a setting that would silently do nothing (see the class docstring)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = lambda name: getattr(self, name) != defaults[name]
+        if not self.augment:
+            ignored = [f"--{n}={getattr(self, n)}" for n in
+                       ("augment_mode", "cutout", "min_crop_area", "rand_augment",
+                        "rand_augment_factor") if changed(n) and getattr(self, n)]
+            if ignored:
+                self._warn_once(f"--augment=false: no augmentation, so "
+                                f"{', '.join(ignored)} does nothing")
+            return
+        if changed("rand_augment_factor") and not self.rand_augment:
+            raise ValueError(f"--rand_augment_factor={self.rand_augment_factor} does nothing "
+                             "without --rand_augment")
+        if changed("min_crop_area") and self.augment_mode != "imagenet":
+            raise ValueError(f"--min_crop_area={self.min_crop_area} does nothing with "
+                             f"--augment_mode={self.augment_mode} (only imagenet crops)")
+        if self.augment_mode == "flip" and self.cutout > 0:
+            message = (f"--cutout={self.cutout} does nothing with --augment_mode=flip (flips "
+                       "only); set --cutout=0")
+            if changed("cutout"):
+                raise ValueError(message)
+            self._warn_once(message)  # the default, e.g. from configs/base.flags: not an error
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,14 +23,11 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf.data import tfrecord_schema
 from sdl_tf.config import DataConfig
+from sdl_tf.data import augment, tfrecord_schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10000
-# ImageNet mean RGB: cutout fills with it so the hole is ~0 after mean subtraction, as in
-# DeVries & Taylor (paper ref. [12]) who cut out normalised images.
-_FILL_RGB = (124.0, 116.0, 104.0)
 # RandAugment's seed is fold_in(example seed, this): a stream apart from the other augmentations.
 _RAND_AUGMENT_STREAM = 0x5241
 # cache_train_images refuses more decoded pixels than this: they stay in host memory and are
@@ -96,7 +93,8 @@ def _in_val_fraction(image_id, fraction: float):
 
 
 def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
-    """Decodes and augments one JPEG: random resized crop, flip, colour, cutout.
+    """`augment_mode="imagenet"`: random resized crop (decoding only the window), flip,
+    brightness and contrast, cutout (the paper, section 4.1).
 
     Args:
         image_bytes: tf.string scalar (JPEG).
@@ -106,27 +104,13 @@ def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
         uint8 (image_size, image_size, 3).
     """
     seeds = tf.random.experimental.stateless_split(seed, num=6)
-    shape = tf.image.extract_jpeg_shape(image_bytes)
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape,
-        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
-        seed=seeds[0],
-        min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(cfg.min_crop_area, 1.0),
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
-    image = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
-    image = tf.image.stateless_random_brightness(image, 0.1 * 255.0, seeds[2])
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[3])
-    image = tf.clip_by_value(image, 0.0, 255.0)
+    image = augment.decode_random_crop(image_bytes, seeds[0], image_size, cfg.min_crop_area)
+    image = augment.random_flip(image, seeds[1])
+    image = tf.clip_by_value(augment.random_colour(image, seeds[2]), 0.0, 255.0)
+    image = tf.cast(tf.round(image), tf.uint8)
     if cfg.cutout > 0:
-        image = _cutout(image, seeds[4], int(round(cfg.cutout * image_size)))
-    return tf.cast(tf.round(image), tf.uint8)
+        image = augment.cutout(image, seeds[4], int(round(cfg.cutout * image_size)))
+    return image
 
 
 def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
@@ -136,11 +120,11 @@ def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
     with probability 1/2; no crop or cutout can remove a small labelled object, and no colour
     change can alter a colour word of a label. `augment_mode="resize"` (flip=False, cutout =
     `cfg.cutout`): the geometric part of the authors' COCO training transform (ZS_SDL
-    train.py: Resize((224, 224)) then CutoutPIL(0.5), then RandAugment, which `_rand_augment`
-    adds when `cfg.rand_augment`).
+    train.py: Resize((224, 224)) then CutoutPIL(0.5), then RandAugment, which
+    `augment.rand_augment` adds when `cfg.rand_augment`).
 
     Args:
-        image: uint8 (image_size, image_size, 3), `decode_eval_image` of the JPEG.
+        image: uint8 (image_size, image_size, 3), `augment.decode_resized` of the JPEG.
         seed: int32 (2,) stateless seed of this example.
         flip: random left-right flip.
         cutout: cutout square side as a fraction of the image side (0 = none).
@@ -149,108 +133,10 @@ def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
         uint8 (image_size, image_size, 3).
     """
     if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed)
-    if cutout <= 0:
-        return image
-    image = _cutout(tf.cast(image, tf.float32), seed, int(round(cutout * image_size)))
-    return tf.cast(tf.round(image), tf.uint8)
-
-
-def _example_seeds(seed):
-    """A seed source for Keras random layers: the i-th seed drawn is fold_in(seed, i).
-
-    Every random choice of the layer is then a pure function of the example's stateless seed,
-    like the rest of this pipeline (exact resume), instead of coming from the layer's shared
-    `SeedGenerator` variable, which parallel map calls would advance in arbitrary order. It
-    subclasses `keras.random.SeedGenerator` because Keras accepts no other seed objects.
-
-    Args:
-        seed: int32 (2,) stateless seed.
-    """
-    import keras
-
-    class ExampleSeeds(keras.random.SeedGenerator):
-        def __init__(self, seed):  # no super().__init__(): no state variable is needed
-            self.seed = seed
-            self.draws = 0
-
-        def next(self, ordered=True):
-            self.draws += 1
-            return tf.random.experimental.stateless_fold_in(self.seed, self.draws)
-
-    return ExampleSeeds(seed)
-
-
-def _rand_augment_layer(cfg: DataConfig):
-    """A `keras.layers.RandAugment` (2 ops, magnitude `cfg.rand_augment_factor`, 0-255 float32
-    images) whose randomness comes from the per-example seed given to `_rand_augment`.
-
-    Built once per dataset, outside the map function (Keras layers create variables).
-    """
-    import keras
-
-    class StatelessRandAugment(keras.layers.RandAugment):
-        def _get_seed_generator(self, backend=None):
-            return self._sdl_seeds if self._sdl_seeds is not None else super()._get_seed_generator(
-                backend)
-
-        def transform_images(self, images, transformation, training=True):
-            # Keras computes all 11 candidate ops for each of the num_ops slots and keeps one
-            # with `where`; a switch runs only the drawn op (same pixels; measured 6x faster).
-            if not training:
-                return images
-            images = tf.cast(images, self.compute_dtype)
-            ops = transformation["transforms"]  # in the order that layer_idxes indexes
-
-            def branch(key, value, x):
-                return lambda: tf.cast(getattr(self, key).transform_images(x, value),
-                                       self.compute_dtype)
-
-            for i in range(self.num_ops):
-                images = tf.switch_case(
-                    tf.cast(transformation["layer_idxes"][i], tf.int32),
-                    [branch(key, value, images) for key, value in ops.items()])
-            return images
-
-    # float32 even under a mixed-precision policy: the layer works on 0-255 pixel values.
-    layer = StatelessRandAugment(value_range=(0, 255), num_ops=2,
-                                 factor=cfg.rand_augment_factor, dtype="float32")
-    object.__setattr__(layer, "_sdl_seeds", None)  # bypass Keras' attribute tracking
-    return layer
-
-
-def _rand_augment(image, seed, layer):
-    """Applies RandAugment (Cubuk et al. 2020; the authors' COCO script) to one image.
-
-    Args:
-        image: uint8 (H, W, 3).
-        seed: int32 (2,) stateless seed of this example.
-        layer: from `_rand_augment_layer`.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    object.__setattr__(layer, "_sdl_seeds", _example_seeds(seed))
-    try:  # traced once per map function: the seeds become graph inputs, not layer state
-        out = layer(tf.cast(image, tf.float32), training=True)
-    finally:
-        object.__setattr__(layer, "_sdl_seeds", None)
-    out = tf.ensure_shape(out, image.shape)
-    return tf.cast(tf.round(tf.clip_by_value(out, 0.0, 255.0)), tf.uint8)
-
-
-def _cutout(image, seed, side: int):
-    """Fills one side x side square (centre uniform over the image, clipped at the borders)."""
-    size = tf.shape(image)[0]
-    center = tf.random.stateless_uniform([2], seed, 0, size, dtype=tf.int32)
-    lo = tf.maximum(center - side // 2, 0)
-    hi = tf.minimum(center + (side - side // 2), size)
-    rows = tf.range(size)
-    inside_r = (rows >= lo[0]) & (rows < hi[0])
-    inside_c = (rows >= lo[1]) & (rows < hi[1])
-    mask = tf.cast(inside_r[:, None] & inside_c[None, :], image.dtype)[..., None]
-    fill = tf.constant(_FILL_RGB, image.dtype)
-    return image * (1.0 - mask) + fill * mask
+        image = augment.random_flip(image, seed)
+    if cutout > 0:
+        image = augment.cutout(image, seed, int(round(cutout * image_size)))
+    return image
 
 
 def decode_eval_image(image_bytes, image_size: int):
@@ -264,7 +150,7 @@ class DecodedImages(NamedTuple):
     """Training images decoded once per run (`decode_train_images`), keyed by `_image_key`.
 
     keys: int64 (N,) distinct keys of the encoded images; images: uint8 (N, H, W, 3), the
-    `decode_eval_image` pixels of each.
+    `augment.decode_resized` pixels of each (what the uncached training stream decodes).
     """
 
     keys: np.ndarray
@@ -299,7 +185,7 @@ def decode_train_images(cfg: DataConfig, image_size: int) -> DecodedImages:
     files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
     ds = _train_examples(cfg, tf.data.TFRecordDataset(files))
     ds = ds.map(lambda ex: (_image_key(ex["image_bytes"]), ex["image_id"],
-                            decode_eval_image(ex["image_bytes"], image_size)),
+                            augment.decode_resized(ex["image_bytes"], image_size)),
                 num_parallel_calls=AUTOTUNE).batch(256).prefetch(AUTOTUNE)
     keys, ids, images, size = [], [], [], 0
     for k, i, im in ds.as_numpy_iterator():
@@ -383,7 +269,6 @@ def train_dataset(
         ds = ds.skip(skip_batches * batch_size)
     seen = tf.constant(seen_indices, tf.int64)
     base = tf.constant([epoch_seed % (2**31 - 1), input_pipeline_id], tf.int64)
-    rand_augment = _rand_augment_layer(cfg) if cfg.augment and cfg.rand_augment else None
     if decoded is not None:
         index_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             decoded.keys, np.arange(len(decoded.keys), dtype=np.int64)), default_value=-1)
@@ -391,7 +276,7 @@ def train_dataset(
 
     def whole_image(image_bytes):
         if decoded is None:
-            return decode_eval_image(image_bytes, image_size)
+            return augment.decode_resized(image_bytes, image_size)
         return tf.gather(pixels, index_of.lookup(_image_key(image_bytes)))
 
     def prepare(index, ex):
@@ -405,9 +290,11 @@ def train_dataset(
                                        False, cfg.cutout)
             else:
                 image = _augment(ex["image_bytes"], example_seed, image_size, cfg)
-            if rand_augment is not None:
-                image = _rand_augment(image, tf.random.experimental.stateless_fold_in(
-                    example_seed, _RAND_AUGMENT_STREAM), rand_augment)
+            if cfg.rand_augment:
+                image = augment.rand_augment(
+                    image, tf.random.experimental.stateless_fold_in(example_seed,
+                                                                    _RAND_AUGMENT_STREAM),
+                    num_ops=2, magnitude=cfg.rand_augment_factor)
         else:
             image = whole_image(ex["image_bytes"])
         targets = tfrecord_schema.train_targets(ex["positives"], ex["negatives"], seen,
