@@ -5,6 +5,8 @@ names), written as torch's legacy format by `tests.helpers.torch_files`, non-con
 the real one. Neither torch, the real package nor any download is needed.
 """
 
+import os
+import subprocess
 import sys
 import types
 
@@ -17,6 +19,7 @@ from tests.helpers import torch_files
 from tests.helpers.scripts import load_script
 
 SIZE = 64
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def _bn(state, name, channels, rng):
@@ -225,3 +228,18 @@ def test_imagenet_accuracy_script(tmp_path, pth, capsys):
                         f"--weights={pth}", "--max_per_class=1"]) == 0
     out = capsys.readouterr().out
     assert "skipped 1 folders" in out and "2 images of 2 classes: top-1" in out
+
+
+def test_convert_weights_cli(pth, top_model, tmp_path):
+    dst = tmp_path / "out" / "lite0_top.weights.h5"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdl_tf.convert_weights", "--arch=efficientnet_lite0",
+         f"--from={pth}", f"--to={dst}", "--include_top"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"use --backbone=efficientnet_lite0 --weights={dst}" in proc.stdout
+    model = efficientnet_lite.efficientnet_lite0((SIZE, SIZE, 3), str(dst), include_top=True)
+    for a, b in zip(model.weights, top_model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
