@@ -135,6 +135,31 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
     return FeatureCache(np.concatenate(chunks), np.concatenate(targets).astype(np.float32))
 
 
+def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The backbone features of an evaluation dataset, computed once and kept in memory.
+
+    Args:
+        feature_model: images -> features (`split_model`).
+        dataset: yields (images uint8 (B, H, W, 3), labels float32 (B, C)) (`eval_dataset`).
+
+    Returns:
+        A dataset of the same batches with the images replaced by their float32 features, for
+        the head (`predict_and_evaluate(head, ...)` then gives the full model's results).
+    """
+    @tf.function(reduce_retracing=True, autograph=False)
+    def features_of(images):
+        return tf.cast(feature_model(images, training=False), tf.float16)
+
+    feats, labels = [], []
+    for images, batch_labels in dataset:
+        feats.append(features_of(images).numpy())
+        labels.append(batch_labels.numpy())
+    if not feats:
+        raise ValueError("the validation split yielded no images")
+    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(feats), np.concatenate(labels)))
+    return ds.batch(len(feats[0])).map(lambda f, y: (tf.cast(f, tf.float32), y))
+
+
 def epoch_order(num_examples: int, num_views: int, num_steps: int, batch_size: int, seed: int,
                 epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """Which example (and view) fills each slot of an epoch's global batches.

@@ -452,6 +452,13 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
         log(f"backbone features of {features.num_examples} training images x "
             f"{features.num_views} view(s) computed once ({features.features.nbytes >> 20} MiB, "
             f"{time.perf_counter() - t:.1f} s)")
+    val_features = None
+    if features is not None and val_source is not None:
+        t = time.perf_counter()
+        val_features = feature_cache.eval_features(
+            trainer.feature_model, validation_dataset(config, label_space, val_source))
+        log(f"backbone features of the validation images computed once "
+            f"({time.perf_counter() - t:.1f} s)")
     if config.data.cache_train_images and resumed_from < total_steps:
         t = time.perf_counter()
         decoded = data_lib.decode_train_images(config.data, config.model.image_size)
@@ -508,7 +515,11 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
         manager.save(checkpoint_number=step)
         writer.flush()
         if val_source is not None:
-            val_result = validation_result(trainer.model, config, label_space, val_source)
+            if val_features is not None:  # the head on the cached features
+                val_result = validation_result(trainer.forward, config, label_space, val_source,
+                                               val_features)
+            else:
+                val_result = validation_result(trainer.model, config, label_space, val_source)
             val_metrics = validation_scalars(val_result, config.eval_ks)
             with val_writer.as_default(step=step):
                 for key, value in val_metrics.items():
@@ -581,17 +592,25 @@ def _validation_source(config: TrainConfig):
     return None
 
 
-def validation_result(model, config: TrainConfig, label_space, source) -> dict:
-    """`sdl_tf.evaluation.evaluator.predict_and_evaluate` on the validation images (never the test
-    split): ZSL/GZSL metrics with per-label AP, and the row usage at K = max(eval_ks)."""
-    from sdl_tf.evaluation.evaluator import predict_and_evaluate
-
+def validation_dataset(config: TrainConfig, label_space, source) -> tf.data.Dataset:
+    """The validation images (never the test split): (images uint8, labels (B, C)) batches."""
     kind, split = source
-    ds = data_lib.eval_dataset(
+    return data_lib.eval_dataset(
         config.data, split or config.data.train_split, image_size=config.model.image_size,
         num_labels=label_space.num_labels, batch_size=config.eval_batch_size,
         max_images=config.max_eval_images, carve_from_train=(kind == "carve"),
     )
+
+
+def validation_result(model, config: TrainConfig, label_space, source, dataset=None) -> dict:
+    """`sdl_tf.evaluation.evaluator.predict_and_evaluate` on the validation images (never the test
+    split): ZSL/GZSL metrics with per-label AP, and the row usage at K = max(eval_ks).
+
+    `dataset` replaces the validation images, e.g. by their cached backbone features
+    (`feature_cache.eval_features`) for the model's head."""
+    from sdl_tf.evaluation.evaluator import predict_and_evaluate
+
+    ds = dataset if dataset is not None else validation_dataset(config, label_space, source)
     return predict_and_evaluate(model, ds, label_space, ks=config.eval_ks,
                                 scoring=config.scoring)
 
