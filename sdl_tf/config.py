@@ -220,6 +220,8 @@ class TrainConfig:
         cache_backbone_features: with a frozen backbone, run it once over the training
             images (and their horizontal flips under `augment_mode=flip`) and train the
             head on the stored features (`sdl_tf.training.feature_cache`).
+        feature_cache_dir: with `cache_backbone_features`, a directory where the features
+            are stored and found again by later runs with the same data and backbone.
         overwrite: delete an existing run in model_dir and start again.
     """
 
@@ -259,6 +261,9 @@ class TrainConfig:
     cache_backbone_features: bool = field(
         False, "Frozen backbone: compute its features of the training images once per run "
         "(and of their flips with augment_mode=flip) and train the head on them.")
+    feature_cache_dir: str = field(
+        "", "With --cache_backbone_features: keep the features here between runs on the same "
+        "data and backbone (other methods, seeds, heads reuse them).")
     overwrite: bool = field(False, "Discard an existing run in --model_dir.")
 
     def __post_init__(self):
@@ -297,6 +302,9 @@ class TrainConfig:
             if self.strategy == "tpu":
                 raise ValueError("cache_backbone_features feeds the features from host memory "
                                  "(tf.data from a generator), which TPUs cannot take")
+        if self.feature_cache_dir and not self.cache_backbone_features:
+            raise ValueError("feature_cache_dir stores cached backbone features: add "
+                             "--cache_backbone_features (and --trainable_backbone=false)")
         # Normalise lists from JSON/flags to a tuple so the config stays hashable.
         object.__setattr__(self, "eval_ks", tuple(int(k) for k in self.eval_ks))
 

@@ -123,12 +123,41 @@ def test_training_on_cached_features_resumes_exactly_and_keeps_the_backbone(
     assert direct["rows/share_1"] == pytest.approx(full["val"]["rows/share_1"], abs=0.05)
 
 
+def test_feature_cache_dir_reuses_features_across_runs(demo_dir, tmp_path, capsys):
+    store = str(tmp_path / "features")
+    short = dict(epochs=1, steps_per_epoch=3, feature_cache_dir=store)
+    first = trainer_lib.train(_config(demo_dir, tmp_path / "a", **short), progress=False)
+    err = capsys.readouterr().err
+    assert "computed once" in err and "stored as" in err
+    again = trainer_lib.train(_config(demo_dir, tmp_path / "b", **short), progress=False)
+    err = capsys.readouterr().err
+    assert "loaded from" in err and "computed once" not in err
+    assert again["last_loss"] == first["last_loss"]
+    np.testing.assert_equal(again["val"], first["val"])  # NaN ZSL (no unseen) equal too
+    # Another head (M = 1) reuses them; another validation carve does not.
+    trainer_lib.train(_config(demo_dir, tmp_path / "c", **short, model=ModelConfig(
+        backbone="tiny", weights="none", image_size=32, num_rows=1, dim=16,
+        trainable_backbone=False, pooling="attention")), progress=False)
+    assert "loaded from" in capsys.readouterr().err
+    trainer_lib.train(_config(demo_dir, tmp_path / "d", **short, data=DataConfig(
+        data_dir=demo_dir, val_split="none", val_fraction=0.3, augment_mode="flip")),
+        progress=False)
+    assert "computed once" in capsys.readouterr().err
+    import glob
+    import json
+    import os
+
+    keys = [json.load(open(p)) for p in glob.glob(os.path.join(store, "*.json"))]
+    assert sorted(k["val_fraction"] for k in keys) == [0.2, 0.3]
+
+
 @pytest.mark.parametrize("kw,message", [
     (dict(model=ModelConfig(backbone="tiny", weights="none", trainable_backbone=True)),
      "frozen backbone"),
     (dict(data=DataConfig(augment_mode="imagenet")), "augment_mode 'imagenet'"),
     (dict(data=DataConfig(augment_mode="flip", cache_train_images=True)),
      "drop --cache_train_images"),
+    (dict(cache_backbone_features=False, feature_cache_dir="x"), "add --cache_backbone_features"),
 ])
 def test_cache_backbone_features_refuses_settings_it_would_ignore(kw, message):
     base = dict(model_dir="x", cache_backbone_features=True,

@@ -16,6 +16,10 @@ images to the backbone's features (B, h, w, F) or (B, F), `head` maps those feat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
+import os
 import sys
 import time
 
@@ -25,6 +29,7 @@ import tensorflow as tf
 
 from sdl_tf.data import pipeline as data_lib
 from sdl_tf.data import tfrecord_schema
+from sdl_tf.utils import atomic_io, gfile_utils
 
 # The first layer after the backbone, by pooling and row normalisation (model.build_model):
 # avg pooling of a feature map, dropout of a pooled backbone, or the attention rows.
@@ -33,6 +38,7 @@ _HEAD_ENTRY_LAYERS = ("avg_pool", "dropout", "rows", "matrices")
 # inside its range and its 11-bit mantissa is far finer than what the head can learn from.
 FEATURE_DTYPE = np.float16
 MAX_CACHED_FEATURE_BYTES = 8 << 30
+STORE_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,16 +141,17 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
     return FeatureCache(np.concatenate(chunks), np.concatenate(targets).astype(np.float32))
 
 
-def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """The backbone features of an evaluation dataset, computed once and kept in memory.
+def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone features of an evaluation dataset, computed once.
 
     Args:
         feature_model: images -> features (`split_model`).
         dataset: yields (images uint8 (B, H, W, 3), labels float32 (B, C)) (`eval_dataset`).
 
     Returns:
-        A dataset of the same batches with the images replaced by their float32 features, for
-        the head (`predict_and_evaluate(head, ...)` then gives the full model's results).
+        (features float16 (N, ...), labels float32 (N, C)); `features_eval_dataset` turns them
+        back into batches for the head.
     """
     @tf.function(reduce_retracing=True, autograph=False)
     def features_of(images):
@@ -156,8 +163,126 @@ def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset) -> tf.da
         labels.append(batch_labels.numpy())
     if not feats:
         raise ValueError("the validation split yielded no images")
-    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(feats), np.concatenate(labels)))
-    return ds.batch(len(feats[0])).map(lambda f, y: (tf.cast(f, tf.float32), y))
+    return np.concatenate(feats), np.concatenate(labels).astype(np.float32)
+
+
+def features_eval_dataset(features: np.ndarray, labels: np.ndarray,
+                          batch_size: int) -> tf.data.Dataset:
+    """(features float32, labels) batches of `eval_features`' arrays, for the model's head."""
+    ds = tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+    return ds.map(lambda f, y: (tf.cast(f, tf.float32), y))
+
+
+# ----------------------------------------------------------------------------- on disk
+
+
+def store_key(data_cfg, model_cfg, seen_indices, num_labels: int, flips: bool) -> dict:
+    """What the stored features of a run depend on: the training shards (names, sizes and
+    modification times), the validation carve, the seen labels (the targets' order), the
+    backbone, its weights (a file's size and time), the input size and the flip view."""
+    files = tfrecord_schema.list_shards(data_cfg.data_dir, data_cfg.train_split)
+    shards = []
+    for path in files:
+        stat = tf.io.gfile.stat(path)
+        shards.append([os.path.basename(path), int(stat.length), int(stat.mtime_nsec)])
+    weights = model_cfg.weights
+    if os.path.isfile(weights):
+        stat = os.stat(weights)
+        weights = [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns]
+    return {
+        "version": STORE_VERSION,
+        "data_dir": os.path.abspath(data_cfg.data_dir) if gfile_utils.is_local(
+            data_cfg.data_dir) else data_cfg.data_dir,
+        "train_split": data_cfg.train_split, "shards": shards,
+        "val_split": data_cfg.val_split, "val_fraction": data_cfg.val_fraction,
+        "has_val_split": data_lib.has_split(data_cfg.data_dir, data_cfg.val_split),
+        "seen_indices": [int(i) for i in seen_indices], "num_labels": int(num_labels),
+        "backbone": model_cfg.backbone, "weights": weights,
+        "image_size": model_cfg.image_size, "flips": bool(flips),
+    }
+
+
+class FeatureStore:
+    """Backbone features kept on disk between runs (`--feature_cache_dir`), so that runs on
+    the same data and backbone (other methods, seeds, heads) compute them once.
+
+    Files: `<dir>/<key>.json` (what the key stands for) and `<dir>/<key>-<name>.npy`, each
+    written atomically; the key is a hash of `store_key`.
+    """
+
+    def __init__(self, directory: str, key: dict):
+        self.directory = directory
+        self.key = key
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        self.prefix = os.path.join(directory, digest)
+
+    def _path(self, name: str) -> str:
+        return f"{self.prefix}-{name}.npy"
+
+    def load(self, *names: str) -> tuple[np.ndarray, ...] | None:
+        """The stored arrays (memory-mapped where local), or None if any is missing."""
+        paths = [self._path(n) for n in names]
+        if not all(tf.io.gfile.exists(p) for p in paths):
+            return None
+        out = []
+        for p in paths:
+            if gfile_utils.is_local(p):
+                out.append(np.load(p, mmap_mode="r", allow_pickle=False))
+            else:
+                with tf.io.gfile.GFile(p, "rb") as f:
+                    out.append(np.load(io.BytesIO(f.read()), allow_pickle=False))
+        return tuple(out)
+
+    def save(self, **arrays: np.ndarray) -> None:
+        tf.io.gfile.makedirs(self.directory)
+        for name, array in arrays.items():
+            atomic_io.atomic_write(self._path(name),
+                                   lambda f, a=array: np.save(f, a, allow_pickle=False))
+        atomic_io.atomic_write_text(self.prefix + ".json",
+                                    json.dumps(self.key, indent=1, sort_keys=True) + "\n")
+
+
+def run_features(feature_model: keras.Model, config, seen_indices, num_labels: int,
+                 val_dataset_fn=None) -> tuple[FeatureCache, tuple | None]:
+    """The training (and validation) features of a run: from `config.feature_cache_dir` when
+    stored there by an earlier run with the same data and backbone, else computed (and stored).
+
+    Args:
+        feature_model: images -> features (`split_model`).
+        config: the `TrainConfig`.
+        seen_indices, num_labels: the label space's seen indices and C.
+        val_dataset_fn: None, or a callable returning the validation images dataset.
+
+    Returns:
+        (train `FeatureCache`, (val features, val labels) or None).
+    """
+    flips = config.data.augment and config.data.augment_mode == "flip"
+    store = None
+    if config.feature_cache_dir:
+        store = FeatureStore(config.feature_cache_dir, store_key(
+            config.data, config.model, seen_indices, num_labels, flips))
+        names = ("train_features", "train_targets") + (
+            ("val_features", "val_labels") if val_dataset_fn else ())
+        loaded = store.load(*names)
+        if loaded is not None:
+            _log(f"backbone features loaded from {store.prefix}-*.npy")
+            return (FeatureCache(loaded[0], loaded[1]),
+                    (loaded[2], loaded[3]) if val_dataset_fn else None)
+    t = time.perf_counter()
+    train = extract_train_features(feature_model, config.data, config.model.image_size,
+                                   seen_indices, num_labels, flips=flips,
+                                   batch_size=config.eval_batch_size)
+    val = eval_features(feature_model, val_dataset_fn()) if val_dataset_fn else None
+    _log(f"backbone features of {train.num_examples} training images x {train.num_views} "
+         f"view(s){' and the validation images' if val else ''} computed once "
+         f"({train.features.nbytes >> 20} MiB, {time.perf_counter() - t:.1f} s)")
+    if store is not None:
+        arrays = {"train_features": train.features, "train_targets": train.targets}
+        if val is not None:
+            arrays.update(val_features=val[0], val_labels=val[1])
+        store.save(**arrays)
+        _log(f"backbone features stored as {store.prefix}-*.npy")
+    return train, val
 
 
 def epoch_order(num_examples: int, num_views: int, num_steps: int, batch_size: int, seed: int,

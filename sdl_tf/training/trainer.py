@@ -441,24 +441,15 @@ def _train(config: TrainConfig, label_space, flags_text, progress) -> dict:
     fig3 = (figure3_images(config, val_source, label_space.num_labels)
             if chief and val_source is not None else None)
 
-    decoded = features = None
+    decoded = features = val_features = None
     if config.cache_backbone_features and resumed_from < total_steps:
-        t = time.perf_counter()
-        features = feature_cache.extract_train_features(
-            trainer.feature_model, config.data, config.model.image_size,
-            label_space.seen_indices, label_space.num_labels,
-            flips=config.data.augment and config.data.augment_mode == "flip",
-            batch_size=config.eval_batch_size)
-        log(f"backbone features of {features.num_examples} training images x "
-            f"{features.num_views} view(s) computed once ({features.features.nbytes >> 20} MiB, "
-            f"{time.perf_counter() - t:.1f} s)")
-    val_features = None
-    if features is not None and val_source is not None:
-        t = time.perf_counter()
-        val_features = feature_cache.eval_features(
-            trainer.feature_model, validation_dataset(config, label_space, val_source))
-        log(f"backbone features of the validation images computed once "
-            f"({time.perf_counter() - t:.1f} s)")
+        features, val_arrays = feature_cache.run_features(
+            trainer.feature_model, config, label_space.seen_indices, label_space.num_labels,
+            (lambda: validation_dataset(config, label_space, val_source))
+            if val_source is not None else None)
+        if val_arrays is not None:
+            val_features = feature_cache.features_eval_dataset(*val_arrays,
+                                                               config.eval_batch_size)
     if config.data.cache_train_images and resumed_from < total_steps:
         t = time.perf_counter()
         decoded = data_lib.decode_train_images(config.data, config.model.image_size)
