@@ -152,3 +152,23 @@ def test_rand_augment_static_shape_survives_the_switch():
         return out
 
     assert f(_image(0, (32, 32))).shape == (32, 32, 3)
+
+
+def test_fused_functions_equal_their_unfused_definitions():
+    image = tf.cast(_image(3, (32, 32)), tf.float32)
+    for s in range(4):
+        seed = tf.constant([4, s])
+        fused = augment.imagenet_pixels(image, seed, 8).numpy().astype(int)
+        plain = augment._imagenet_pixels(image, seed, 8).numpy().astype(int)
+        assert np.abs(fused - plain).max() <= 1  # XLA may round a .5 the other way
+    pixels = tf.cast(image, tf.uint8)
+    for op in augment.RAND_AUGMENT_OPS:
+        unfused = getattr(augment._OPS[op], "python_function", augment._OPS[op])
+        for sign in (1.0, -1.0):
+            a = augment.apply_op(pixels, op, 0.7, sign).numpy().astype(int)
+            b = unfused(pixels, tf.constant(0.7), tf.constant(sign)).numpy().astype(int)
+            # Rounding of a .5 (pixel values, or source coordinates of the geometric ops).
+            assert np.mean(a != b) < 0.02 and (op in GEOMETRIC or np.abs(a - b).max() <= 1), op
+
+
+GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")

@@ -105,12 +105,7 @@ def _augment(image_bytes, seed, image_size: int, cfg: DataConfig):
     """
     seeds = tf.random.experimental.stateless_split(seed, num=6)
     image = augment.decode_random_crop(image_bytes, seeds[0], image_size, cfg.min_crop_area)
-    image = augment.random_flip(image, seeds[1])
-    image = tf.clip_by_value(augment.random_colour(image, seeds[2]), 0.0, 255.0)
-    image = tf.cast(tf.round(image), tf.uint8)
-    if cfg.cutout > 0:
-        image = augment.cutout(image, seeds[4], int(round(cfg.cutout * image_size)))
-    return image
+    return augment.imagenet_pixels(image, seeds[1], int(round(cfg.cutout * image_size)))
 
 
 def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
