@@ -105,7 +105,7 @@ def evaluate(imagenet_dir: str, max_per_class: int | None = 50, image_size: int 
         chunk = images[begin:begin + batch_size]
         batch = np.stack([load_image(p, image_size) for p, _ in chunk])
         scores = np.asarray(model.predict_on_batch(batch))
-        # Top 5 by score; a class's rank = the number of classes scored higher.
+        # The 5 best classes per image (stable sort: ties go to the lower class index).
         best = np.argsort(-scores, axis=1, kind="stable")[:, :5]
         truth = labels[begin:begin + len(chunk), None]
         top1 += int((best[:, :1] == truth).sum())
