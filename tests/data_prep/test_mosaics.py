@@ -246,3 +246,17 @@ def test_num_unseen_count_or_fraction_and_photo_cap(source, tmp_path):
                                       max_images_per_class=5, manifests_only=True))
     assert summary["num_unseen_per_fold"] == 3
     assert all(c["train_photos"] + c["test_photos"] <= 5 for c in summary["classes"])
+
+
+def test_supervised_all_classes_set(source, tmp_path):
+    from sdl_tf.labels.label_space import LabelSpace
+
+    summary = mosaics.prepare(_config(source, tmp_path / "o", folds=1, supervised=True))
+    names = [f["fold"] for f in summary["folds"]]
+    assert names == [0, "all"]
+    fold0, every = (LabelSpace.load(str(tmp_path / "o" / d / "data")) for d in ("fold0", "all"))
+    assert fold0.names == every.names and not every.unseen.any() and fold0.unseen.sum() == 3
+    train = _rows(str(tmp_path / "o" / "all" / "train.csv"))
+    assert {n for _, labels in train for n in labels} == set(every.names)  # unseen ones too
+    assert _rows(str(tmp_path / "o" / "all" / "test.csv")) == _rows(
+        str(tmp_path / "o" / "fold0" / "test.csv"))
