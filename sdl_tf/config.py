@@ -361,6 +361,8 @@ class EvalConfig:
         baseline: "" (the model) or "random" (seeded uniform random scores, same protocol).
         seed: seed of the random baseline.
         scoring: "max" or "l2" (default: the run's).
+        feature_cache_dir: for a run with a frozen backbone, a directory where the backbone's
+            features of the split are stored and found again (`sdl_tf.data.feature_cache`).
         unseen_from_data: score with the data's unseen flags instead of the model's (the
             label names must match): a model trained on every label, evaluated on a
             zero-shot split's test set, is that split's supervised upper bound.
@@ -381,6 +383,9 @@ class EvalConfig:
                           choices=("", "random"))
     seed: int = field(0, "Seed of the random baseline.")
     scoring: str = field("", "Scoring (default: the run's).", choices=("", *SCORINGS))
+    feature_cache_dir: str = field(
+        "", "For a run with a frozen backbone: keep the backbone's features of the split here "
+        "and reuse them in later evaluations of runs with the same backbone and data.")
     unseen_from_data: bool = field(
         False, "Use --data_dir's unseen labels instead of the model's (e.g. a model trained on "
         "all labels, scored as the supervised upper bound of a zero-shot split).")

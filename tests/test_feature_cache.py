@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
+from sdl_tf.data import feature_cache
 from sdl_tf.modeling import model as model_lib
 from sdl_tf.modeling.model import load_model_dir
-from sdl_tf.training import feature_cache
 from sdl_tf.training import trainer as trainer_lib
 from tests.helpers.demo_data import demo_dataset
 
@@ -23,7 +23,7 @@ def test_split_model_composes_to_the_model(pooling, row_scale):
     cfg = ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3, dim=8,
                       pooling=pooling, row_scale=row_scale)
     model = model_lib.build_model(cfg)
-    features_of, head = feature_cache.split_model(model)
+    features_of, head = model_lib.split_model(model)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8)
     features = features_of(images, training=False)
     assert features.shape == (4, 2, 2, 128)  # tiny: 4 stride-2 convs, 128 channels
@@ -149,6 +149,29 @@ def test_feature_cache_dir_reuses_features_across_runs(demo_dir, tmp_path, capsy
 
     keys = [json.load(open(p)) for p in glob.glob(os.path.join(store, "*.json"))]
     assert sorted(k["val_fraction"] for k in keys) == [0.2, 0.3]
+
+
+def test_evaluate_with_feature_cache_dir_matches_the_images(demo_dir, tmp_path, capsys):
+    from sdl_tf.config import EvalConfig
+    from sdl_tf.evaluation import evaluator
+
+    trainer_lib.train(_config(demo_dir, tmp_path / "run", epochs=1, steps_per_epoch=2),
+                      progress=False)
+    run = str(tmp_path / "run")
+    plain = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e0")),
+                               progress=False)
+    capsys.readouterr()
+    store = str(tmp_path / "store")
+    first = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e1"),
+                                          feature_cache_dir=store), progress=False)
+    assert "computed once" in capsys.readouterr().err
+    again = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e2"),
+                                          feature_cache_dir=store), progress=False)
+    assert "loaded from" in capsys.readouterr().err
+    for task in ("zsl", "gzsl"):  # float16 features: mAP within a fraction of a point
+        assert first[task]["mAP"] == pytest.approx(plain[task]["mAP"], abs=0.5)
+        assert again[task]["mAP"] == first[task]["mAP"]
+    assert first["zsl"]["num_images"] == plain["zsl"]["num_images"]
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -388,9 +388,24 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         method += " [unseen labels of the data]"
     data_lib.require_dataset(data_dir, [cfg.split])
 
-    ds = data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
-                               num_labels=label_space.num_labels, batch_size=cfg.batch_size,
-                               max_images=cfg.max_images)
+    def images():
+        return data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
+                                     num_labels=label_space.num_labels,
+                                     batch_size=cfg.batch_size, max_images=cfg.max_images)
+
+    if (cfg.feature_cache_dir and model is not None and run_config is not None
+            and not run_config.model.trainable_backbone):
+        # A frozen backbone's features of this split, computed once for every run on it.
+        from sdl_tf.data import feature_cache
+        from sdl_tf.modeling.model import split_model
+
+        feature_model, model = split_model(model)  # `model` now maps features -> A_i
+        key = feature_cache.eval_store_key(data_dir, cfg.split, run_config.model,
+                                           label_space.num_labels, cfg.max_images)
+        ds = feature_cache.features_eval_dataset(*feature_cache.stored_eval_features(
+            cfg.feature_cache_dir, key, feature_model, images), cfg.batch_size)
+    else:
+        ds = images()
     counting = _CountingDataset(ds, label_space.num_labels)
     log(f"evaluating {method} on {data_dir} split {cfg.split!r} (K = {list(ks)})")
     result = predict_and_evaluate(

@@ -157,6 +157,28 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     return keras.Model(images, rows, name="sdl")
 
 
+# The first layer after the backbone, by pooling and row normalisation (build_model): avg
+# pooling of a feature map, dropout of a pooled backbone, or the attention rows.
+_HEAD_ENTRY_LAYERS = ("avg_pool", "dropout", "rows", "matrices")
+
+
+def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Splits an SDL model (`sdl_tf.modeling.model.build_model`) into backbone and head.
+
+    Returns:
+        (feature_model: images uint8 (B, H, W, 3) -> features (B, h, w, F) or (B, F),
+         head: features -> matrices float32 (B, M, d)); both share `model`'s weights.
+    """
+    names = {layer.name for layer in model.layers}
+    entry = next((n for n in _HEAD_ENTRY_LAYERS if n in names), None)
+    if entry is None:
+        raise ValueError(f"model {model.name!r} has none of the head layers "
+                         f"{_HEAD_ENTRY_LAYERS}: not an SDL model")
+    features = model.get_layer(entry).input
+    return (keras.Model(model.input, features, name="sdl_backbone"),
+            keras.Model(features, model.output, name="sdl_head"))
+
+
 def load_model(path: str, compile: bool = False, safe_mode: bool = True) -> keras.Model:
     """Loads a `.keras` SDL model (custom layers and `SDLLoss` are registered on import).
 

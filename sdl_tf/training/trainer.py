@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 from sdl_tf.config import TrainConfig, save_config
+from sdl_tf.data import feature_cache
 from sdl_tf.data import pipeline as data_lib
 from sdl_tf.modeling import model as model_lib
-from sdl_tf.training import feature_cache
 from sdl_tf.utils import atomic_io
 
 CHECKPOINT_DIR = "checkpoints"
@@ -178,7 +178,7 @@ class Trainer:
             self.feature_model = None
             self.forward = self.model
             if config.cache_backbone_features:
-                self.feature_model, self.forward = feature_cache.split_model(self.model)
+                self.feature_model, self.forward = model_lib.split_model(self.model)
             variables = self.model.trainable_variables
             # The authors' add_weight_decay (ZS_SDL helper_functions.py) skips every 1-D
             # parameter (biases, normalisation scales and offsets) and names ending in ".bias".

@@ -8,9 +8,10 @@ feature maps in memory as float16, and trains the head on them: the same model, 
 and final `final.keras` (images -> A_i), at the cost of the head's step instead of the
 backbone's.
 
-The model is split at the head's first layer (`split_model`): `feature_model` maps uint8
-images to the backbone's features (B, h, w, F) or (B, F), `head` maps those features to A_i
-(B, M, d). Both share the full model's layers and weights.
+The model is split at the head's first layer (`sdl_tf.modeling.model.split_model`):
+`feature_model` maps uint8 images to the backbone's features (B, h, w, F) or (B, F), `head`
+maps those features to A_i (B, M, d). Both share the full model's layers and weights.
+`evaluate --feature_cache_dir` uses the same store for a frozen backbone's test features.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ from sdl_tf.data import pipeline as data_lib
 from sdl_tf.data import tfrecord_schema
 from sdl_tf.utils import atomic_io, gfile_utils
 
-# The first layer after the backbone, by pooling and row normalisation (model.build_model):
-# avg pooling of a feature map, dropout of a pooled backbone, or the attention rows.
-_HEAD_ENTRY_LAYERS = ("avg_pool", "dropout", "rows", "matrices")
 # float16 features: half the memory of float32; backbone features after ReLU6 / BN are well
 # inside its range and its 11-bit mantissa is far finer than what the head can learn from.
 FEATURE_DTYPE = np.float16
@@ -63,23 +61,6 @@ class FeatureCache:
         return int(self.features.shape[1])
 
 
-def split_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """Splits an SDL model (`sdl_tf.modeling.model.build_model`) into backbone and head.
-
-    Returns:
-        (feature_model: images uint8 (B, H, W, 3) -> features (B, h, w, F) or (B, F),
-         head: features -> matrices float32 (B, M, d)); both share `model`'s weights.
-    """
-    names = {layer.name for layer in model.layers}
-    entry = next((n for n in _HEAD_ENTRY_LAYERS if n in names), None)
-    if entry is None:
-        raise ValueError(f"model {model.name!r} has none of the head layers "
-                         f"{_HEAD_ENTRY_LAYERS}: not an SDL model")
-    features = model.get_layer(entry).input
-    return (keras.Model(model.input, features, name="sdl_backbone"),
-            keras.Model(features, model.output, name="sdl_head"))
-
-
 def _log(msg: str) -> None:
     print(f"[sdl_tf.train] {msg}", file=sys.stderr, flush=True)
 
@@ -89,7 +70,7 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
     """Runs the frozen backbone once over every training image (minus the val carve).
 
     Args:
-        feature_model: images uint8 (B, H, W, 3) -> features (`split_model`).
+        feature_model: images uint8 (B, H, W, 3) -> features (`model.split_model`).
         data_cfg: the run's `DataConfig` (data_dir, train_split, val_fraction).
         image_size: model input side; images are resized whole, as for evaluation.
         seen_indices: (S,) int64 seen-label indices (the target order).
@@ -146,7 +127,7 @@ def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset
     """The backbone features of an evaluation dataset, computed once.
 
     Args:
-        feature_model: images -> features (`split_model`).
+        feature_model: images -> features (`model.split_model`).
         dataset: yields (images uint8 (B, H, W, 3), labels float32 (B, C)) (`eval_dataset`).
 
     Returns:
@@ -176,30 +157,65 @@ def features_eval_dataset(features: np.ndarray, labels: np.ndarray,
 # ----------------------------------------------------------------------------- on disk
 
 
-def store_key(data_cfg, model_cfg, seen_indices, num_labels: int, flips: bool) -> dict:
-    """What the stored features of a run depend on: the training shards (names, sizes and
-    modification times), the validation carve, the seen labels (the targets' order), the
-    backbone, its weights (a file's size and time), the input size and the flip view."""
-    files = tfrecord_schema.list_shards(data_cfg.data_dir, data_cfg.train_split)
-    shards = []
-    for path in files:
+def _shards(data_dir: str, split: str) -> list:
+    """[name, size, modification time] of each shard of a split."""
+    out = []
+    for path in tfrecord_schema.list_shards(data_dir, split):
         stat = tf.io.gfile.stat(path)
-        shards.append([os.path.basename(path), int(stat.length), int(stat.mtime_nsec)])
+        out.append([os.path.basename(path), int(stat.length), int(stat.mtime_nsec)])
+    return out
+
+
+def _backbone_key(model_cfg) -> dict:
     weights = model_cfg.weights
     if os.path.isfile(weights):
         stat = os.stat(weights)
         weights = [os.path.abspath(weights), stat.st_size, stat.st_mtime_ns]
+    return {"backbone": model_cfg.backbone, "weights": weights,
+            "image_size": model_cfg.image_size}
+
+
+def _data_dir_key(data_dir: str) -> str:
+    return os.path.abspath(data_dir) if gfile_utils.is_local(data_dir) else data_dir
+
+
+def store_key(data_cfg, model_cfg, seen_indices, num_labels: int, flips: bool) -> dict:
+    """What the stored training features of a run depend on: the training shards (names,
+    sizes and modification times), the validation carve, the seen labels (the targets'
+    order), the backbone, its weights (a file's size and time), the input size and the flips."""
     return {
-        "version": STORE_VERSION,
-        "data_dir": os.path.abspath(data_cfg.data_dir) if gfile_utils.is_local(
-            data_cfg.data_dir) else data_cfg.data_dir,
-        "train_split": data_cfg.train_split, "shards": shards,
+        "version": STORE_VERSION, "data_dir": _data_dir_key(data_cfg.data_dir),
+        "train_split": data_cfg.train_split,
+        "shards": _shards(data_cfg.data_dir, data_cfg.train_split),
         "val_split": data_cfg.val_split, "val_fraction": data_cfg.val_fraction,
         "has_val_split": data_lib.has_split(data_cfg.data_dir, data_cfg.val_split),
         "seen_indices": [int(i) for i in seen_indices], "num_labels": int(num_labels),
-        "backbone": model_cfg.backbone, "weights": weights,
-        "image_size": model_cfg.image_size, "flips": bool(flips),
+        "flips": bool(flips), **_backbone_key(model_cfg),
     }
+
+
+def eval_store_key(data_dir: str, split: str, model_cfg, num_labels: int,
+                   max_images: int) -> dict:
+    """What the stored features of an evaluation split depend on (see `store_key`)."""
+    return {"version": STORE_VERSION, "data_dir": _data_dir_key(data_dir), "split": split,
+            "shards": _shards(data_dir, split), "num_labels": int(num_labels),
+            "max_images": int(max_images), **_backbone_key(model_cfg)}
+
+
+def stored_eval_features(directory: str, key: dict, feature_model: keras.Model,
+                         dataset_fn) -> tuple[np.ndarray, np.ndarray]:
+    """`eval_features` of `dataset_fn()`, from the store at `directory` when there."""
+    store = FeatureStore(directory, key)
+    loaded = store.load("features", "labels")
+    if loaded is not None:
+        _log(f"backbone features of the {key['split']} images loaded from {store.prefix}-*.npy")
+        return loaded
+    t = time.perf_counter()
+    features, labels = eval_features(feature_model, dataset_fn())
+    store.save(features=features, labels=labels)
+    _log(f"backbone features of {len(features)} {key['split']} images computed once "
+         f"({time.perf_counter() - t:.1f} s) and stored as {store.prefix}-*.npy")
+    return features, labels
 
 
 class FeatureStore:
@@ -248,7 +264,7 @@ def run_features(feature_model: keras.Model, config, seen_indices, num_labels: i
     stored there by an earlier run with the same data and backbone, else computed (and stored).
 
     Args:
-        feature_model: images -> features (`split_model`).
+        feature_model: images -> features (`model.split_model`).
         config: the `TrainConfig`.
         seen_indices, num_labels: the label space's seen indices and C.
         val_dataset_fn: None, or a callable returning the validation images dataset.
