@@ -294,15 +294,13 @@ def _brightness(image, m, sign):
 
 
 def _sharpness(image, m, sign):
-    # PIL's SMOOTH filter [[1,1,1],[1,5,1],[1,1,1]] / 13 inside, border pixels unchanged; as
-    # nine shifted slices, which XLA fuses (its depthwise convolution is slow on the CPU).
+    # PIL's SMOOTH filter [[1,1,1],[1,5,1],[1,1,1]] / 13 = (3x3 box sum + 4 x centre) / 13
+    # inside, border pixels unchanged; the box sum as row then column sums of shifted slices,
+    # which XLA fuses (its depthwise convolution is slow on the CPU).
     x = tf.cast(image, tf.float32)
-    height, width = tf.shape(x)[0], tf.shape(x)[1]
-    blurred = 4.0 * x[1:-1, 1:-1]
-    for dy in range(3):
-        for dx in range(3):
-            blurred += x[dy:height - 2 + dy, dx:width - 2 + dx]
-    blurred /= 13.0
+    rows = x[:, :-2] + x[:, 1:-1] + x[:, 2:]  # (H, W - 2)
+    box = rows[:-2] + rows[1:-1] + rows[2:]  # (H - 2, W - 2)
+    blurred = (box + 4.0 * x[1:-1, 1:-1]) / 13.0
     # The degenerate image: x with its interior replaced by the blur (no broadcasting where).
     degenerate = x + tf.pad(blurred - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]])
     return _blend(degenerate, x, 1.0 + sign * _MAX_ENHANCE * m)
@@ -331,12 +329,21 @@ def _auto_contrast(image, m, sign):
     return _to_uint8((x - tf.where(hi > lo, lo, 0.0)) * scale)
 
 
+def _lookup(image, lut):
+    """uint8 (H, W, 3) -> uint8: lut[c, image[..., c]] for a (3, 256) int32 table."""
+    index = tf.cast(image, tf.int32) + tf.constant([0, 256, 512], tf.int32)
+    return tf.cast(tf.gather(tf.reshape(lut, [-1]), index), tf.uint8)
+
+
+_lookup_fused = _fused(_lookup)  # XLA's gather here is ~20x faster than TF's Gather kernel
+
+
 def _equalize(image, m, sign):
     """PIL ImageOps.equalize per channel: a lookup table from the cumulative histogram."""
     del m, sign
-    offsets = tf.constant([0, 256, 512], tf.int32)
-    index = tf.cast(image, tf.int32) + offsets  # (H, W, 3): one histogram per channel
-    hist = tf.reshape(tf.math.bincount(index, minlength=768, maxlength=768), [3, 256])
+    # histogram_fixed_width over [0, 256) puts value v in bin v; ~3x faster than bincount.
+    hist = tf.stack([tf.histogram_fixed_width(tf.cast(image[..., c], tf.float32), [0.0, 256.0],
+                                              nbins=256) for c in range(3)])  # (3, 256)
     # PIL: step = (pixels - count of the last non-empty bin) // 255; lut[i] = (cumulative
     # count below i + step // 2) // step; a channel with one value (step 0) is unchanged.
     last = tf.gather(hist, 255 - tf.argmax(tf.reverse(hist, [1]) > 0, axis=1,
@@ -345,7 +352,7 @@ def _equalize(image, m, sign):
     below = tf.cumsum(hist, axis=1, exclusive=True)
     lut = tf.minimum((below + step[:, None] // 2) // tf.maximum(step[:, None], 1), 255)
     lut = tf.where(step[:, None] > 0, lut, tf.range(256)[None, :])
-    return tf.cast(tf.gather(tf.reshape(lut, [-1]), index), tf.uint8)
+    return _lookup_fused(image, lut)
 
 
 def _transform(image, matrix):
@@ -408,8 +415,8 @@ def _identity(image, m, sign):
     return image
 
 
-# Every op but equalize (a histogram: XLA compiles its bincount slowly and runs it no faster)
-# is a chain of per-pixel ops or one gather: fused.
+# Every op but equalize (a histogram: XLA compiles it slowly and runs it no faster; only its
+# lookup is fused) is a chain of per-pixel ops or one gather: fused.
 _OPS = {"identity": _identity, "auto_contrast": _fused(_auto_contrast), "equalize": _equalize,
         "rotate": _fused(_rotate), "solarize": _fused(_solarize), "color": _fused(_color),
         "posterize": _fused(_posterize), "contrast": _fused(_contrast),
