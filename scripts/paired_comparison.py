@@ -10,7 +10,9 @@ and prints one markdown report:
   1. every method's ZSL / GZSL mAP and F1@K, mean ± std over its runs (folds x seeds);
   2. SDL minus each baseline, paired by (fold, seed): mean, standard error of the mean,
      mean / SE, the smallest difference and in how many pairs SDL is ahead;
-  3. the per-run mAPs of the trained methods.
+  3. row diagnostics: the share of each image's top-K tags won by each row of A (largest
+     first) and the mean pairwise cosine of the rows;
+  4. the per-run mAPs of the trained methods.
 """
 
 from __future__ import annotations
@@ -108,11 +110,35 @@ def per_run_table(runs) -> str:
     return "\n".join(lines)
 
 
+def rows_table(runs) -> str:
+    """Row diagnostics of the trained methods: which row of A wins each image's top-K tags
+    (shares sorted largest first, averaged over runs) and the mean pairwise row cosine."""
+    lines = ["| method | M | share of tags per row (largest first) | row cosine | "
+             "per-image entropy / log M |", "|---|---:|---|---:|---:|"]
+    for method in TRAINED:
+        usages = [r["row_usage"] for (m, _, _), r in runs.items()
+                  if m == method and r.get("row_usage")]
+        if not usages:
+            continue
+        num_rows = usages[0]["num_rows"]
+        shares = [sorted(u["share"], reverse=True) for u in usages if u["num_rows"] == num_rows]
+        mean_share = [sum(col) / len(col) for col in zip(*shares, strict=True)]
+        cosines = [u["mean_cosine"] for u in usages if u.get("mean_cosine") is not None]
+        entropy = [u["mean_image_entropy_normalized"] for u in usages
+                   if u.get("mean_image_entropy_normalized") is not None]
+        cell = lambda v: f"{sum(v) / len(v):.2f}" if v else "-"  # noqa: E731
+        lines.append(f"| {METHODS[method]} | {num_rows} | "
+                     + " / ".join(f"{x:.2f}" for x in mean_share)
+                     + f" | {cell(cosines)} | {cell(entropy)} |")
+    return "\n".join(lines)
+
+
 def report(runs_dir: str) -> str:
     runs = load_runs(runs_dir)
     return ("## Methods (mean ± std over folds x seeds)\n\n" + method_table(runs)
             + "\n\n## SDL minus each baseline, paired by fold and seed (mAP points)\n\n"
-            + paired_table(runs) + "\n\n## Per run (mAP)\n\n" + per_run_table(runs) + "\n")
+            + paired_table(runs) + "\n\n## Rows of A on the test images (top-K tags)\n\n"
+            + rows_table(runs) + "\n\n## Per run (mAP)\n\n" + per_run_table(runs) + "\n")
 
 
 def main(argv: list[str]) -> int:

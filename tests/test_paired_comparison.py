@@ -14,7 +14,9 @@ paired = load_script("paired_comparison")
 def _write(path, zsl, gzsl):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     metrics = {"ks": [3], "zsl": {"mAP": zsl, "F1@3": zsl / 2},
-               "gzsl": {"mAP": gzsl, "F1@3": gzsl / 2}}
+               "gzsl": {"mAP": gzsl, "F1@3": gzsl / 2},
+               "row_usage": {"num_rows": 2, "share": [0.25, 0.75] if zsl > 12 else [0.5, 0.5],
+                             "mean_cosine": 0.1, "mean_image_entropy_normalized": 0.5}}
     with open(path, "w") as f:
         json.dump(metrics, f)
 
@@ -50,6 +52,8 @@ def test_report_tables(runs_dir):
             in text)
     assert "| Fast0Tag | GZSL mAP | 3 | -1.00 | 0.00 | - | -1.00 | 0 of 3 |" in text
     assert "| 1 | 0 | 13.0 | 20.0 | 10.0 | 21.0 |" in text
+    # Shares sorted per run, then averaged: (0.5, 0.5), (0.5, 0.5), (0.75, 0.25).
+    assert "| SDL | 2 | 0.58 / 0.42 | 0.10 | 0.50 |" in text
 
 
 def test_no_results_is_a_clear_error(tmp_path):
