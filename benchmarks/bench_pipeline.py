@@ -4,8 +4,8 @@
         [--sizes=224,448] [--rounds=3] [--batches=12] [--step_steps=6] [--op_costs]
 
 Writes the photos (JPEGs as they are, e.g. COCO's ~640x480) into TFRecord shards under
---work_dir (/tmp by default) and times, alternately in rounds (best of --rounds), batches of 32
-images/s of:
+--work_dir (/tmp by default) and times, in --rounds rounds, each variant right after the floor
+(images/s of batches of 32; the ratio is the median over the rounds of variant / floor):
   * the floor: the same shards through the same tf.data structure as `train_dataset` (shuffled
     shards, deterministic parallel interleave, parse, shuffle, repeat, one parallel map,
     batch, prefetch) with the map = `decode_jpeg` + antialiased resize
@@ -46,6 +46,7 @@ flags.DEFINE_integer("rounds", 3, "Alternating rounds; each figure is the best o
 flags.DEFINE_string("step_backbone", "resnet50", "Backbone of the fed-step comparison.")
 flags.DEFINE_integer("step_batch", 16, "Batch of the fed-step comparison.")
 flags.DEFINE_integer("step_steps", 6, "Timed steps per fed/in-memory measurement (0 skips).")
+flags.DEFINE_integer("step_rounds", 3, "Alternating in-memory/fed rounds per mode.")
 flags.DEFINE_bool("op_costs", False, "Also time each RandAugment op on one image.")
 FLAGS = flags.FLAGS
 
@@ -127,24 +128,31 @@ def time_dataset(make, batches: int) -> float:
 
 
 def decode_quality(photos: str, size: int) -> dict:
-    """Pixel difference of `decode_resized` (DCT-scaled) vs `decode_eval_image` (full decode)."""
-    diffs, psnrs, reduced = [], [], 0
+    """Pixel difference of `decode_resized` (DCT-scaled) vs `decode_eval_image` (full decode),
+    and of both vs a Lanczos resize (PIL) of the full decode, over the photos it scales."""
+    from PIL import Image
+
+    diffs, psnrs, to_ref = [], [], {"eval": [], "dct": []}
     for path in sorted(glob.glob(os.path.join(photos, "*.jpg"))):
         with open(path, "rb") as f:
             data = tf.constant(f.read())
         shape = tf.image.extract_jpeg_shape(data)
         if int(augment.dct_ratio(shape[0], shape[1], size)) == 1:
             continue
-        reduced += 1
         a = data_lib.decode_eval_image(data, size).numpy().astype(np.float64)
         b = augment.decode_resized(data, size).numpy().astype(np.float64)
+        ref = np.asarray(Image.fromarray(tf.io.decode_jpeg(data, channels=3).numpy()).resize(
+            (size, size), Image.LANCZOS), np.float64)
         diffs.append(np.abs(a - b))
         psnrs.append(10 * np.log10(255.0**2 / max(np.mean((a - b) ** 2), 1e-12)))
-    if not reduced:
+        to_ref["eval"].append(np.abs(a - ref).mean())
+        to_ref["dct"].append(np.abs(b - ref).mean())
+    if not diffs:
         return dict(reduced=0)
     d = np.stack(diffs)
-    return dict(reduced=reduced, mean_abs=d.mean(), p99=np.percentile(d, 99), max=d.max(),
-                psnr_min=min(psnrs), psnr_median=float(np.median(psnrs)))
+    return dict(reduced=len(diffs), mean_abs=d.mean(), p99=np.percentile(d, 99), max=d.max(),
+                psnr_min=min(psnrs), psnr_median=float(np.median(psnrs)),
+                eval_to_lanczos=np.mean(to_ref["eval"]), dct_to_lanczos=np.mean(to_ref["dct"]))
 
 
 def time_ops(photo: str, size: int, reps: int = 30) -> list[tuple[str, float]]:
@@ -212,7 +220,9 @@ def main(argv):
         if q["reduced"]:
             print(f"{size} px: {q['reduced']} of {n} photos decoded DCT-scaled; vs full decode: "
                   f"mean |diff| {q['mean_abs']:.2f}, p99 {q['p99']:.0f}, max {q['max']:.0f} "
-                  f"(0-255), PSNR min {q['psnr_min']:.1f} dB, median {q['psnr_median']:.1f} dB")
+                  f"(0-255), PSNR min {q['psnr_min']:.1f} dB, median {q['psnr_median']:.1f} dB; "
+                  f"mean |diff| to a Lanczos resize of the full decode: full decode "
+                  f"{q['eval_to_lanczos']:.2f}, DCT-scaled {q['dct_to_lanczos']:.2f}")
         else:
             print(f"{size} px: no photo is >= 2x the target per side: the full decode")
     variants = [("floor: decode_jpeg + antialiased resize", lambda s: floor_dataset(
@@ -222,20 +232,28 @@ def main(argv):
     for name, fields in MODES:
         cfg = dataclasses.replace(base, **fields)
         variants.append((name, lambda s, cfg=cfg: mode_dataset(cfg, s, FLAGS.batch)))
-    best = {}
+    # Each variant is timed right after the floor, and its ratio is taken to that floor
+    # measurement: on a shared machine the load drifts between measurements, so a ratio of
+    # neighbours (median over rounds) is steadier than the ratio of two best-ofs.
+    best, ratios = {}, {}
     for _ in range(FLAGS.rounds):
         for size in sizes:
-            for name, make in variants:
-                ips = time_dataset(lambda make=make, size=size: make(size), FLAGS.batches)
-                best[name, size] = max(best.get((name, size), 0.0), ips)
-    floor = variants[0][0]
-    header = "| pipeline | " + " | ".join(f"{s} px img/s/core | ratio" for s in sizes) + " |"
+            for name, make in variants[1:]:
+                pair = [time_dataset(lambda mk=mk, size=size: mk(size), FLAGS.batches)
+                        for mk in (variants[0][1], make)]
+                for v, ips in zip((variants[0][0], name), pair, strict=True):
+                    best[v, size] = max(best.get((v, size), 0.0), ips)
+                ratios.setdefault((name, size), []).append(pair[1] / pair[0])
+    header = ("| pipeline | " + " | ".join(f"{s} px img/s/core | ratio" for s in sizes)
+              + " |")
     print("\n" + header)
     print("|---|" + "---:|---:|" * len(sizes))
     for name, _ in variants:
-        cells = [f"{best[name, s] / cores:.0f} | {best[name, s] / best[floor, s]:.2f}x"
-                 for s in sizes]
+        cells = [f"{best[name, s] / cores:.0f} | "
+                 f"{np.median(ratios.get((name, s), [1.0])):.2f}x" for s in sizes]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("(img/s/core: best of the rounds; ratio: median over the rounds of the mode's images/s "
+          "over the floor's measured just before it)")
     if FLAGS.op_costs:
         photo = sorted(glob.glob(os.path.join(FLAGS.photos, "*.jpg")))[0]
         for size in sizes:
@@ -255,20 +273,22 @@ def main(argv):
                 yield batch
 
         fed_modes = [MODES[3], MODES[4]]
-        step = {}
-        for _ in range(max(FLAGS.rounds - 1, 1)):
-            step["in-memory"] = max(step.get("in-memory", 0.0),
-                                    time_steps(trainer, forever(memory), FLAGS.step_steps))
-            for name, fields in fed_modes:
-                cfg = dataclasses.replace(base, **fields)
-                it = iter(mode_dataset(cfg, 224, FLAGS.step_batch))
-                step[name] = max(step.get(name, 0.0), time_steps(trainer, it, FLAGS.step_steps))
+        best, ratios = {}, {}
+        for _ in range(FLAGS.step_rounds):
+            for name, fields in fed_modes:  # in-memory, then fed: a ratio of neighbours
+                pair = [time_steps(trainer, forever(memory), FLAGS.step_steps)]
+                it = iter(mode_dataset(dataclasses.replace(base, **fields), 224,
+                                       FLAGS.step_batch))
+                pair.append(time_steps(trainer, it, FLAGS.step_steps))
                 del it
+                for v, ips in zip(("in-memory batch", name), pair, strict=True):
+                    best[v] = max(best.get(v, 0.0), ips)
+                ratios.setdefault(name, []).append(pair[1] / pair[0])
         print(f"\n| {FLAGS.step_backbone} train step at 224, batch {FLAGS.step_batch} | "
               "images/s | fed / in-memory |")
         print("|---|---:|---:|")
-        for name, ips in step.items():
-            print(f"| {name} | {ips:.1f} | {ips / step['in-memory']:.2f}x |")
+        for name, ips in best.items():
+            print(f"| {name} | {ips:.1f} | {np.median(ratios.get(name, [1.0])):.2f}x |")
 
 
 if __name__ == "__main__":

@@ -172,3 +172,18 @@ def test_fused_functions_equal_their_unfused_definitions():
 
 
 GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+
+@pytest.mark.parametrize("op, enhance", [("color", "Color"), ("contrast", "Contrast"),
+                                         ("brightness", "Brightness"),
+                                         ("sharpness", "Sharpness")])
+def test_enhance_ops_match_pil(op, enhance):
+    from PIL import ImageEnhance
+
+    image = _image(4)
+    for m, sign in ((0.5, 1.0), (1.0, -1.0), (1.0, 1.0)):
+        out = augment.apply_op(image, op, m, sign).numpy().astype(int)
+        pil = getattr(ImageEnhance, enhance)(Image.fromarray(image.numpy()))
+        expected = np.asarray(pil.enhance(1.0 + sign * 0.9 * m), int)
+        # PIL rounds its degenerate image (grey, mean, blur) to uint8 before blending.
+        assert np.abs(out - expected).max() <= 2, (m, sign)

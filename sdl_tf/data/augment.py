@@ -295,14 +295,14 @@ def _brightness(image, m, sign):
 
 def _sharpness(image, m, sign):
     # PIL's SMOOTH filter [[1,1,1],[1,5,1],[1,1,1]] / 13 = (3x3 box sum + 4 x centre) / 13
-    # inside, border pixels unchanged; the box sum as row then column sums of shifted slices,
-    # which XLA fuses (its depthwise convolution is slow on the CPU).
+    # inside, border pixels unchanged. The box sum as a 3x3 average pool: fused by XLA, ~2x
+    # faster than the depthwise convolution unfused and ~15x faster than it under XLA.
     x = tf.cast(image, tf.float32)
-    rows = x[:, :-2] + x[:, 1:-1] + x[:, 2:]  # (H, W - 2)
-    box = rows[:-2] + rows[1:-1] + rows[2:]  # (H - 2, W - 2)
-    blurred = (box + 4.0 * x[1:-1, 1:-1]) / 13.0
+    inner = x[1:-1, 1:-1]
+    box = 9.0 * tf.nn.avg_pool2d(x[None], 3, 1, "VALID")[0]  # (H - 2, W - 2, 3)
+    blurred = (box + 4.0 * inner) / 13.0
     # The degenerate image: x with its interior replaced by the blur (no broadcasting where).
-    degenerate = x + tf.pad(blurred - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]])
+    degenerate = x + tf.pad(blurred - inner, [[1, 1], [1, 1], [0, 0]])
     return _blend(degenerate, x, 1.0 + sign * _MAX_ENHANCE * m)
 
 

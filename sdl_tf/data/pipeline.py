@@ -1,8 +1,10 @@
 """tf.data input pipelines over the prepared TFRecord shards (`sdl_tf.data.tfrecord_schema`).
 
 Training: shuffled shard order -> parallel deterministic interleave -> per-input-pipeline shard
--> example shuffle -> repeat -> decode + ImageNet-style augmentation with cutout (parallel) ->
-per-replica batches -> prefetch. Everything random is seeded by (seed, epoch) and, for the
+-> example shuffle -> repeat -> decode + augmentation (`sdl_tf.data.augment`; parallel) ->
+per-replica batches -> prefetch. The training decode does only the work its output needs (DCT
+scaling of large JPEGs, only the crop window when cropping), so training images can differ from
+the evaluation decode (full resolution, unchanged) by the DCT downscale's rounding. Everything random is seeded by (seed, epoch) and, for the
 augmentation, by the example's position in the epoch's stream (stateless ops), so epoch e is the
 same stream in every run. That is what makes resume exact: a restarted run rebuilds epoch e and
 skips the examples it already consumed (before decoding them). With `cache_train_images` a run
