@@ -214,7 +214,7 @@ def main(argv):
     base = DataConfig(data_dir=data_dir)
     sizes = [int(s) for s in FLAGS.sizes]
     print(f"{n} photos from {FLAGS.photos}, batch {FLAGS.batch}, {cores} CPU cores, "
-          f"best of {FLAGS.rounds} alternating rounds of {FLAGS.batches} batches")
+          f"{FLAGS.rounds} rounds of {FLAGS.batches} batches per measurement")
     for size in sizes:
         q = decode_quality(FLAGS.photos, size)
         if q["reduced"]:

@@ -217,7 +217,7 @@ def test_train_images_match_the_eval_decode_on_small_photos(demo_dir):
 
 @pytest.fixture
 def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(DataConfig, "_warned", set())
+    monkeypatch.setattr(data_lib, "_WARNED", set())
 
 
 @pytest.mark.parametrize("kw, flag", [
@@ -232,20 +232,24 @@ def test_flags_that_would_do_nothing_are_refused(kw, flag):
         DataConfig(data_dir="d", **kw)
 
 
-def test_flag_defaults_that_do_nothing_warn_once(fresh_warnings, capsys):
-    # configs/base.flags sets --cutout=0.5 (the default) and demo.flags --augment_mode=flip.
+def test_flag_defaults_that_do_nothing_warn_once(demo_dir, fresh_warnings, capsys):
+    # configs/base.flags sets --cutout=0.5 (the default) and demo.flags --augment_mode=flip:
+    # not an error, but the training pipeline says once that it ignores it.
     DataConfig(data_dir="d", augment_mode="flip")
-    DataConfig(data_dir="d", augment_mode="flip")
+    assert capsys.readouterr().err == ""  # building a config (e.g. to report an error) is quiet
+    _train(demo_dir, augment_mode="flip", num_batches=1)
+    _train(demo_dir, augment_mode="flip", num_batches=1)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--cutout=0.5 does nothing with --augment_mode=flip" in err
-    DataConfig(data_dir="d", augment=False, augment_mode="flip", rand_augment=True)
+    data_lib._warn_ignored_flags(DataConfig(data_dir="d", augment=False, augment_mode="flip",
+                                            rand_augment=True))
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--augment=false" in err and "--augment_mode=flip, --rand_augment=True" in err
     for kw in (dict(augment_mode="flip", cutout=0.0), dict(augment=False),
                dict(augment_mode="resize", rand_augment=True, rand_augment_factor=0.3),
                dict(min_crop_area=0.5), dict(augment_mode="resize", cache_train_images=True)):
-        DataConfig(data_dir="d", **kw)  # effective settings: silent
+        data_lib._warn_ignored_flags(DataConfig(data_dir="d", **kw))  # effective: silent
     assert capsys.readouterr().err == ""
 
 
@@ -268,5 +272,4 @@ def test_shipped_configs_build(fresh_warnings, capsys):
             config_flags.config_from_flags(TrainConfig, fv)
     finally:
         os.chdir(cwd)
-    # Only the demo configs' inherited cutout (flip mode) is worth a line.
-    assert capsys.readouterr().err.count("warning:") <= 1
+    assert capsys.readouterr().err == ""  # the demo configs' warning comes with training

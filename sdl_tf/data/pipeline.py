@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -208,6 +209,29 @@ def decode_train_images(cfg: DataConfig, image_size: int) -> DecodedImages:
     return DecodedImages(unique, images[first])
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_ignored_flags(cfg: DataConfig) -> None:
+    """One stderr line, once per process, for augmentation settings this config ignores that
+    `DataConfig` lets through because they may be defaults (its docstring)."""
+    defaults = DataConfig(data_dir="-")
+    message = ""
+    if not cfg.augment:
+        ignored = [f"--{n}={getattr(cfg, n)}" for n in
+                   ("augment_mode", "cutout", "min_crop_area", "rand_augment",
+                    "rand_augment_factor")
+                   if getattr(cfg, n) != getattr(defaults, n) and getattr(cfg, n)]
+        if ignored:
+            message = f"--augment=false: no augmentation, so {', '.join(ignored)} does nothing"
+    elif cfg.augment_mode == "flip" and cfg.cutout > 0:
+        message = (f"--cutout={cfg.cutout} does nothing with --augment_mode=flip (flips only); "
+                   "set --cutout=0")
+    if message and message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def train_dataset(
     cfg: DataConfig,
     *,
@@ -243,6 +267,7 @@ def train_dataset(
     Yields:
         (images uint8 (batch_size, H, W, 3), targets float32 (batch_size, S) in {1, 0, -1}).
     """
+    _warn_ignored_flags(cfg)
     if not cfg.cache_train_images:
         decoded = None
     elif decoded is None:
