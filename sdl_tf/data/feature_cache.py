@@ -62,7 +62,7 @@ class FeatureCache:
 
 
 def _log(msg: str) -> None:
-    print(f"[sdl_tf.train] {msg}", file=sys.stderr, flush=True)
+    print(f"[sdl_tf.features] {msg}", file=sys.stderr, flush=True)
 
 
 def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int, seen_indices,
