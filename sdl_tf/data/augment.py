@@ -7,9 +7,9 @@ calls in any order. No Keras layers, no hidden state; images are uint8 (H, W, 3)
 function says otherwise.
 
 Decoding does only the work the output needs (the JPEG's DCT scaling, `ratio=2/4/8`, when the
-source is at least 2x the target; only the crop window when cropping): on photos several times
-the model's input size most of the cost of "decode + antialiased resize" is the resize's
-reading of the full-resolution pixels, which the reduced decode skips.
+source is at least 2x the target; only the crop window when cropping): from a photo at full
+resolution the antialiased resize costs about as much as the decoding, and the scaled decode
+hands it 4-64x fewer pixels (and skips part of the inverse DCT; the entropy decoding remains).
 
 RandAugment (Cubuk et al. 2020, "RandAugment: Practical automated data augmentation with a
 reduced search space"): N ops drawn uniformly from the 14 of the paper, each at magnitude M,
@@ -49,7 +49,8 @@ def dct_ratio(height, width, size: int, max_ratio: int = 8):
 
     libjpeg's scaled decode is `ceil(side / ratio)` pixels; requiring both sides >= `size`
     means the antialiased resize that follows never upsamples, so the result differs from a
-    full decode only by the DCT-domain downscale's rounding (docs/training.md).
+    full decode only by the DCT-domain downscale's filter (~1-2 of 255 on average; the sizes
+    in docs/training.md and benchmarks/README.md).
 
     Args:
         height, width: int32 scalars, source (or crop window) size.
