@@ -100,12 +100,14 @@ def _flattened_fields(cls):
 
 
 # The training flags as they were hand-written in sdl_tf/train.py; names must not change
-# (configs/*.flags and every run's flags.txt use them); row_scale and pooling were added after.
+# (configs/*.flags and every run's flags.txt use them); row_scale, pooling,
+# cache_backbone_features and feature_cache_dir were added after.
 TRAIN_FLAGS = {
-    "augment", "augment_mode", "backbone", "batch_size", "cache_train_images",
-    "checkpoint_every_steps", "cutout",
+    "augment", "augment_mode", "backbone", "batch_size", "cache_backbone_features",
+    "cache_train_images", "checkpoint_every_steps", "cutout",
     "data_dir", "div_factor", "dropout", "epochs", "eval_batch_size", "eval_ks",
-    "exclude_bias_norm_from_decay", "final_div_factor", "image_size", "jit_compile",
+    "exclude_bias_norm_from_decay", "feature_cache_dir", "final_div_factor", "image_size",
+    "jit_compile",
     "learning_rate", "log_every_steps", "loss_mode", "max_checkpoints", "max_eval_images",
     "min_crop_area", "mixed_precision", "model_dir", "num_parallel_calls", "num_rows",
     "overwrite", "pooling", "rand_augment", "rand_augment_factor", "reg_lambda", "row_scale",
@@ -162,13 +164,16 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
         checkpoint_every_steps=500, log_every_steps=20, eval_batch_size=128, eval_ks=(3, 5))
     # flags.txt of a demo run, recorded before the generator replaced the hand-written flags
     # (row_scale=8.0, pooling=attention and cache_train_images added, epochs 15 -> 12 and
-    # num_rows 3 -> 4 when demo.flags adopted them).
+    # num_rows 3 -> 4 when demo.flags adopted them; the cache_backbone_features and
+    # feature_cache_dir defaults since).
     assert text.split("\n") == (
         "--augment --augment_mode=flip --backbone=small_cnn --batch_size=32 "
+        "--nocache_backbone_features "
         "--cache_train_images --checkpoint_every_steps=500 --cutout=0.5 "
         "--data_dir=demo_out/data --div_factor=25.0 "
         "--dropout=0.2 --epochs=12 --eval_batch_size=128 --eval_ks=3,5 "
-        "--noexclude_bias_norm_from_decay --final_div_factor=10000.0 --image_size=64 "
+        "--noexclude_bias_norm_from_decay --feature_cache_dir= --final_div_factor=10000.0 "
+        "--image_size=64 "
         "--nojit_compile --learning_rate=0.002 --log_every_steps=20 --loss_mode=paper "
         "--max_checkpoints=3 --max_eval_images=0 --min_crop_area=0.25 --nomixed_precision "
         "--model_dir=demo_out/sdl --num_parallel_calls=-1 --num_rows=4 --pooling=attention "
