@@ -24,7 +24,8 @@ import os
 
 import numpy as np
 
-from sdl_tf.modeling.tresnet_weights import ConversionError, _names
+from sdl_tf.modeling import weight_mapping
+from sdl_tf.modeling.weight_mapping import ConversionError
 
 ARCH = "efficientnet_lite0"
 KERAS_SUFFIX = ".weights.h5"
@@ -197,26 +198,7 @@ def assign(model, state: dict[str, np.ndarray], source: str = "state dict") -> N
         ConversionError: naming every missing, unexpected and wrongly shaped tensor; nothing is
             assigned then.
     """
-    targets = keras_targets(model)
-    missing = [k for k in targets if k not in state]
-    unexpected = [k for k in state if k not in targets]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {shape}"
-        for k, (_, shape, _) in targets.items()
-        if k in state and tuple(state[k].shape) != tuple(shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_names(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shape {len(wrong)} (state dict != Keras, torch layout): "
-                         f"{_names(wrong)}")
-        raise ConversionError(f"{source} does not fit {model.name}: {'; '.join(parts)}")
-    for name, (variable, _, to_keras) in targets.items():
-        variable.assign(np.asarray(to_keras(state[name]), np.float32))
+    weight_mapping.assign_checked(keras_targets(model), state, source, model.name)
 
 
 def _has_top(model) -> bool:

@@ -23,11 +23,12 @@ import re
 
 import numpy as np
 
+from sdl_tf.modeling import weight_mapping
+
 HEAD_PREFIX = "head.fc."
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
 SAFETENSORS_SUFFIX = ".safetensors"
 KERAS_SUFFIX = ".weights.h5"
-MAX_NAMES = 8  # names listed per kind of problem in an error line
 
 # torch name suffix -> Keras BatchNormalization attribute.
 _BN_PARAMS = {
@@ -51,8 +52,8 @@ _LEGACY_RENAMES = (
 _IABN_EPSILON = 1e-5
 
 
-class ConversionError(ValueError):
-    """The checkpoint cannot be converted (unreadable, or tensors that do not fit the arch)."""
+# Re-exported: callers catch `tresnet_weights.ConversionError`.
+ConversionError = weight_mapping.ConversionError
 
 
 def _unwrap(obj, path: str) -> dict:
@@ -136,10 +137,7 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _names(names) -> str:
-    names = sorted(names)
-    shown = ", ".join(names[:MAX_NAMES])
-    return shown + (f" (+{len(names) - MAX_NAMES} more)" if len(names) > MAX_NAMES else "")
+_names = weight_mapping.short_list
 
 
 def _blur_filter(channels: int) -> np.ndarray:
@@ -272,27 +270,9 @@ def assign(model, state: dict[str, np.ndarray], source: str = "checkpoint") -> N
         ConversionError: naming every missing, unexpected and wrongly shaped tensor; nothing is
             assigned then.
     """
-    targets = keras_targets(model)
-    missing = [k for k in targets if k not in state]
-    unexpected = [k for k in state if k not in targets]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {shape}"
-        for k, (_, shape, _) in targets.items()
-        if k in state and tuple(state[k].shape) != tuple(shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_names(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_names(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shape {len(wrong)} (checkpoint != {model.name}): {_names(wrong)}")
-        guess = guess_arch(state)
-        hint = f"; it looks like --arch={guess}" if guess and guess != model.name else ""
-        raise ConversionError(f"{source} does not fit {model.name}: {'; '.join(parts)}{hint}")
-    for name, (variable, _, to_keras) in targets.items():
-        variable.assign(to_keras(state[name]).astype(np.float32))
+    guess = guess_arch(state)
+    hint = f"; it looks like --arch={guess}" if guess and guess != model.name else ""
+    weight_mapping.assign_checked(keras_targets(model), state, source, model.name, hint)
 
 
 def convert(src: str, dst: str, arch: str = "tresnet_m") -> list[str]:
