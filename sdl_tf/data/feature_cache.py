@@ -85,13 +85,47 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
     files = tfrecord_schema.list_shards(data_cfg.data_dir, data_cfg.train_split)
     total = data_lib.count_examples(data_cfg.data_dir, data_cfg.train_split)
     seen = tf.constant(seen_indices, tf.int64)
-    ds = data_lib._train_examples(data_cfg, tf.data.TFRecordDataset(files))
+    ds = data_lib.train_examples(data_cfg, tf.data.TFRecordDataset(files))
     ds = ds.map(lambda ex: (data_lib.decode_eval_image(ex["image_bytes"], image_size),
                             tfrecord_schema.train_targets(ex["positives"], ex["negatives"],
                                                           seen, num_labels)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    feats, targets = _backbone_pass(feature_model, ds, flips, f"{data_cfg.data_dir} training",
+                                    max_bytes=MAX_CACHED_FEATURE_BYTES, total=total)
+    return FeatureCache(feats, targets)
+
+
+def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset, what: str = "validation"
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The backbone features of an evaluation dataset, computed once.
+
+    Args:
+        feature_model: images -> features (`model.split_model`).
+        dataset: yields (images uint8 (B, H, W, 3), labels float32 (B, C)) (`eval_dataset`).
+        what: the split's name, for messages.
+
+    Returns:
+        (features float16 (N, ...), labels float32 (N, C)); `features_eval_dataset` turns them
+        back into batches for the head.
+    """
+    feats, labels = _backbone_pass(feature_model, dataset, False, what)
+    return feats[:, 0], labels
+
+
+def _backbone_pass(feature_model: keras.Model, dataset: tf.data.Dataset, flips: bool,
+                   what: str, max_bytes: int | None = None, total: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The one loop of the backbone over a dataset of (images, per-image arrays).
+
+    Returns:
+        (features float16 (N, V, ...) with V = 2 views (image, flip) or 1, the dataset's second
+        element float32 (N, ...)). Logs progress every 30 s when `total` is given.
+
+    Raises:
+        ValueError: an empty dataset, or features over `max_bytes`.
+    """
     @tf.function(reduce_retracing=True, autograph=False)
     def features_of(images):
         views = [feature_model(images, training=False)]
@@ -99,52 +133,27 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
             views.append(feature_model(tf.image.flip_left_right(images), training=False))
         return tf.stack([tf.cast(v, tf.float16) for v in views], axis=1)
 
-    chunks, targets, size, done = [], [], 0, 0
+    chunks, second, size, done = [], [], 0, 0
     start = last = time.perf_counter()
-    for images, batch_targets in ds:
+    for images, batch_second in dataset:
         feats = features_of(images).numpy()
         size += feats.nbytes
-        if size > MAX_CACHED_FEATURE_BYTES:
+        if max_bytes is not None and size > max_bytes:
             raise ValueError(
-                f"cache_backbone_features: the features of {data_cfg.data_dir}'s training "
-                f"images exceed {MAX_CACHED_FEATURE_BYTES >> 30} GiB at {image_size} px; "
-                "use a smaller --image_size or train without --cache_backbone_features")
+                f"cache_backbone_features: the features of the {what} images exceed "
+                f"{max_bytes >> 30} GiB at this --image_size; use a smaller --image_size or train without "
+                "--cache_backbone_features")
         chunks.append(feats)
-        targets.append(batch_targets.numpy())
+        second.append(batch_second.numpy())
         done += len(feats)
         now = time.perf_counter()
-        if now - last > 30:
+        if total is not None and now - last > 30:
             rate = done / (now - start)
-            _log(f"backbone features: {done} of ~{total} training images ({rate:.0f} images/s)")
+            _log(f"backbone features: {done} of ~{total} images ({rate:.0f} images/s)")
             last = now
     if not chunks:
-        raise ValueError(f"no training images in {data_cfg.data_dir} to compute features of")
-    return FeatureCache(np.concatenate(chunks), np.concatenate(targets).astype(np.float32))
-
-
-def eval_features(feature_model: keras.Model, dataset: tf.data.Dataset
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """The backbone features of an evaluation dataset, computed once.
-
-    Args:
-        feature_model: images -> features (`model.split_model`).
-        dataset: yields (images uint8 (B, H, W, 3), labels float32 (B, C)) (`eval_dataset`).
-
-    Returns:
-        (features float16 (N, ...), labels float32 (N, C)); `features_eval_dataset` turns them
-        back into batches for the head.
-    """
-    @tf.function(reduce_retracing=True, autograph=False)
-    def features_of(images):
-        return tf.cast(feature_model(images, training=False), tf.float16)
-
-    feats, labels = [], []
-    for images, batch_labels in dataset:
-        feats.append(features_of(images).numpy())
-        labels.append(batch_labels.numpy())
-    if not feats:
-        raise ValueError("the validation split yielded no images")
-    return np.concatenate(feats), np.concatenate(labels).astype(np.float32)
+        raise ValueError(f"no {what} images to compute backbone features of")
+    return np.concatenate(chunks), np.concatenate(second).astype(np.float32)
 
 
 def features_eval_dataset(features: np.ndarray, labels: np.ndarray,
@@ -211,7 +220,7 @@ def stored_eval_features(directory: str, key: dict, feature_model: keras.Model,
         _log(f"backbone features of the {key['split']} images loaded from {store.prefix}-*.npy")
         return loaded
     t = time.perf_counter()
-    features, labels = eval_features(feature_model, dataset_fn())
+    features, labels = eval_features(feature_model, dataset_fn(), key["split"])
     store.save(features=features, labels=labels)
     _log(f"backbone features of {len(features)} {key['split']} images computed once "
          f"({time.perf_counter() - t:.1f} s) and stored as {store.prefix}-*.npy")

@@ -161,7 +161,7 @@ def _image_key(image_bytes):
     return tf.strings.to_hash_bucket_fast(image_bytes, 2**63 - 1)
 
 
-def _train_examples(cfg: DataConfig, files) -> tf.data.Dataset:
+def train_examples(cfg: DataConfig, files) -> tf.data.Dataset:
     """Parsed training examples of `files`, minus the `val_fraction` carve when it applies."""
     ds = files.map(tfrecord_schema.parse_example, num_parallel_calls=AUTOTUNE)
     if cfg.val_fraction > 0 and not has_split(cfg.data_dir, cfg.val_split):
@@ -181,7 +181,7 @@ def decode_train_images(cfg: DataConfig, image_size: int) -> DecodedImages:
             images share a key.
     """
     files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
-    ds = _train_examples(cfg, tf.data.TFRecordDataset(files))
+    ds = train_examples(cfg, tf.data.TFRecordDataset(files))
     ds = ds.map(lambda ex: (_image_key(ex["image_bytes"]), ex["image_id"],
                             augment.decode_resized(ex["image_bytes"], image_size)),
                 num_parallel_calls=AUTOTUNE).batch(256).prefetch(AUTOTUNE)
@@ -283,7 +283,7 @@ def train_dataset(
     )
     if num_input_pipelines > 1:
         ds = ds.shard(num_input_pipelines, input_pipeline_id)
-    ds = _train_examples(cfg, ds)
+    ds = train_examples(cfg, ds)
     ds = ds.shuffle(cfg.shuffle_buffer, seed=epoch_seed + 7919 * input_pipeline_id)
     ds = ds.repeat()
     ds = ds.enumerate()
