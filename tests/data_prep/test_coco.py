@@ -12,9 +12,8 @@ from data_prep import coco
 from data_prep.common import CommonOptions, DataPrepError
 from sdl_tf.data import tfrecord_schema
 from sdl_tf.labels.label_space import LabelSpace
-from tests.data_prep import fixtures
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from tests.helpers import data_prep_files as fixtures
+from tests.helpers.paths import REPO_ROOT
 
 
 def _labels(names, indices):
@@ -229,7 +228,7 @@ def test_command_line_with_flagfile(coco_files, tmp_path):
     ]) + "\n")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "data_prep.coco", f"--flagfile={flagfile}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "labels: 65 (48 seen, 17 unseen" in proc.stdout
     assert len(fixtures.read_split(str(out), "train")) == 3
@@ -240,6 +239,6 @@ def test_command_line_with_flagfile(coco_files, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "data_prep.coco", f"--flagfile={flagfile}",
          f"--val_annotations={bad}", f"--output_dir={tmp_path / 'cli2'}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "broken.json:1:2: invalid JSON" in proc.stderr

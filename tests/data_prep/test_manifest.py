@@ -13,6 +13,7 @@ from data_prep import manifest
 from data_prep.common import DataPrepError
 from sdl_tf.data import tfrecord_schema as schema
 from sdl_tf.labels.label_space import LabelSpace
+from tests.helpers.paths import REPO_ROOT
 
 VECTORS = {"dog": [1, 0, 0, 0], "cat": [0, 1, 0, 0], "traffic": [0, 0, 1, 0],
            "light": [0, 0, 0, 1], "car": [1, 1, 0, 0], "frisbee": [0, 1, 1, 0]}
@@ -147,7 +148,7 @@ def test_command_line_with_flagfile(data):
         f"--unseen_labels={data / 'unseen.txt'}", f"--word_vectors={data / 'vec.txt'}",
         "--num_shards=2", "--noprogress"]) + "\n")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    cwd = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cwd = REPO_ROOT
     res = subprocess.run([sys.executable, "-m", "data_prep.manifest", f"--flagfile={flagfile}"],
                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

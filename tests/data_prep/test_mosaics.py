@@ -7,7 +7,6 @@ back to its class and photo.
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ from PIL import Image
 from data_prep import mosaics
 from data_prep.common import DataPrepError
 from sdl_tf.labels.label_space import LabelSpace
+from tests.helpers.paths import REPO_ROOT
 
 # wnid -> names (classes.tsv order is not wnid order on purpose).
 CLASSES = {
@@ -232,7 +232,7 @@ def test_cli_one_line_error(tmp_path):
         [sys.executable, "-m", "data_prep.mosaics", f"--imagenet_dir={tmp_path / 'none'}",
          f"--output_dir={tmp_path / 'o'}", "--manifests_only"],
         capture_output=True, text=True, timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        cwd=REPO_ROOT)
     assert proc.returncode == 1
     assert f"error: {tmp_path / 'none' / 'train'}: not a directory" in proc.stderr
 

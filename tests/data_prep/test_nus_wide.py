@@ -11,7 +11,8 @@ from data_prep import nus_wide
 from data_prep.common import CommonOptions, DataPrepError
 from sdl_tf.data import tfrecord_schema
 from sdl_tf.labels.label_space import LabelSpace
-from tests.data_prep import fixtures
+from tests.helpers import data_prep_files as fixtures
+from tests.helpers.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("entry", [
@@ -156,7 +157,7 @@ def test_command_line_with_flagfile(tmp_path):
         f"--nus_wide_dir={config.nus_wide_dir}", f"--image_root={config.image_root}",
         f"--word_vectors={config.options.word_vectors}",
         f"--output_dir={config.options.output_dir}", "--num_shards=1", "--noprogress"]) + "\n")
-    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    repo = REPO_ROOT
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "data_prep.nus_wide", f"--flagfile={flagfile}"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=300)

@@ -13,7 +13,8 @@ from data_prep import open_images
 from data_prep.common import CommonOptions, DataPrepError
 from sdl_tf.data import tfrecord_schema
 from sdl_tf.labels.label_space import LabelSpace
-from tests.data_prep import fixtures
+from tests.helpers import data_prep_files as fixtures
+from tests.helpers.paths import REPO_ROOT
 
 
 def _config(tmp_path, shuffle_train=False, min_train_images=2, **options):
@@ -218,7 +219,7 @@ def test_command_line_part(tmp_path):
             f"--word_vectors={config.options.word_vectors}", f"--output_dir={out}",
             "--min_train_images=2", "--num_shards=2", "--num_parts=2", "--part_index=1",
             "--noprogress"]
-    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    repo = REPO_ROOT
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "data_prep.open_images", *args], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=300)

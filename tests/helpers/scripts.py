@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import os
 
-SCRIPTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts")
+from tests.helpers.paths import REPO_ROOT
+
+SCRIPTS_DIR = os.path.join(REPO_ROOT, "scripts")
 
 
 def load_script(name: str):

@@ -10,7 +10,8 @@ from PIL import Image
 
 from sdl_tf.serving import export_lib
 from sdl_tf.serving import tagger as tagger_lib
-from tests.test_exporting import (
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.serving_models import (
     ATOL,
     NAMES,
     UNSEEN,
@@ -19,20 +20,8 @@ from tests.test_exporting import (
     make_images,
     numpy_scores_eq1,
     write_model_dir,
+    write_word2vec,
 )
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
-
-def write_word2vec(path, words, seed=0):
-    """A word2vec text file ("<count> <dim>" header) with random d=D vectors."""
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(len(words), D)).astype(np.float32)
-    with open(path, "w") as f:
-        f.write(f"{len(words)} {D}\n")
-        for w, v in zip(words, vectors, strict=True):
-            f.write(w + " " + " ".join(f"{x:.6f}" for x in v) + "\n")
-    return dict(zip(words, vectors, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +145,7 @@ def test_predict_cli(setup, tmp_path):
         [sys.executable, "-m", "sdl_tf.predict", f"--model={setup['export']}",
          f"--images={setup['images']}/im0.jpg,{setup['images']}/im3.png", "--top_k=2",
          f"--output_dir={tmp_path}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert lines[0].startswith("im0: ") and lines[1].startswith("im3: ")

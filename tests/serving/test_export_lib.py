@@ -1,10 +1,8 @@
 """SavedModel export: layout, signatures (saved_model_cli), separate-process equality, bad input.
 
-The helpers `tiny_model`, `tiny_label_space`, `make_images` and `export_tiny` are shared with the
-other serving tests (test_serving_client, test_predict, test_retrieval).
+The tiny models, label spaces and images are `tests.helpers.serving_models`.
 """
 
-import io
 import json
 import os
 import subprocess
@@ -14,89 +12,27 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.serving import export_lib
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.serving_models import (
+    ATOL,
+    NAMES,
+    SIZE,
+    UNSEEN,
+    D,
+    M,
+    export_tiny,
+    keras_reference,
+    make_images,
+    numpy_scores_eq1,
+    tiny_label_space,
+    tiny_model,
+    write_model_dir,
+)
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PY = sys.executable
-SIZE, M, D = 32, 3, 8
-NAMES = ("red", "green", "blue", "circle", "square")
-UNSEEN = (False, False, True, False, True)
-# Images and models are tiny; float32 results of the same graph on the same CPU agree to ~1e-6,
-# the tolerance covers op-fusion differences between the Keras call and the loaded graph.
-ATOL = 1e-5
-
-
-def numpy_scores_eq1(matrices, vectors):
-    """Reference eq. (1) by brute force: s_nc = max_m sum_d A[n, m, d] t[c, d]."""
-    return np.einsum("nmd,cd->nmc", matrices, vectors).max(axis=1)
-
-
-def tiny_model(seed: int = 0) -> keras.Model:
-    """Any model meeting the contract: uint8 'images' (None, 32, 32, 3) -> 'matrices' (M, d)."""
-    keras.utils.set_random_seed(seed)
-    images = keras.Input((SIZE, SIZE, 3), dtype="uint8", name="images")
-    x = keras.layers.Rescaling(1.0 / 255.0)(keras.ops.cast(images, "float32"))
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(M * D)(x)
-    matrices = keras.layers.Reshape((M, D), name="matrices")(x)
-    return keras.Model(images, matrices)
-
-
-def tiny_label_space(seed: int = 0) -> LabelSpace:
-    rng = np.random.default_rng(seed)
-    return LabelSpace.create(NAMES, UNSEEN, rng.normal(size=(len(NAMES), D)), source="random")
-
-
-def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, fmt)
-    return buf.getvalue()
-
-
-def make_images(n: int, seed: int = 0, fmt: str = "JPEG") -> list[bytes]:
-    """n random-colour images of assorted sizes (so the in-graph resize is exercised)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        h, w = 24 + 8 * (i % 3), 40 - 4 * (i % 4)
-        base = rng.integers(0, 256, size=(1, 1, 3))
-        noise = rng.integers(-40, 40, size=(h, w, 3))
-        out.append(encode(np.clip(base + noise, 0, 255).astype(np.uint8), fmt))
-    return out
-
-
-def export_tiny(base_dir: str, version: int = 1, top_k: int = 3):
-    model, ls = tiny_model(), tiny_label_space()
-    path = export_lib.export_saved_model(model, ls, base_dir, "sdl", version, top_k=top_k)
-    return model, ls, path
-
-
-def write_model_dir(model_dir: str):
-    """A model dir as training writes it (final.keras from build_model + tiny backbone, labels)."""
-    from sdl_tf.config import ModelConfig
-    from sdl_tf.modeling.model import FINAL_MODEL_NAME, build_model
-
-    os.makedirs(model_dir, exist_ok=True)
-    keras.utils.set_random_seed(3)
-    model = build_model(ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M,
-                                    dim=D))
-    model.save(os.path.join(model_dir, FINAL_MODEL_NAME))
-    ls = tiny_label_space()
-    ls.save(model_dir)
-    return model, ls
-
-
-def keras_reference(model, image_bytes):
-    """Keras-model matrices on the same decoded images (decode_and_resize run eagerly)."""
-    images, ok = export_lib.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
-    return np.asarray(model(images, training=False)), ok.numpy()
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     base = str(tmp_path_factory.mktemp("export"))
@@ -182,7 +118,7 @@ def test_separate_process_load_matches_keras(exported, tmp_path):
     out = str(tmp_path / "out.npz")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     subprocess.run([PY, "-c", _LOADER, path, inputs, out], check=True, env=env, timeout=300,
-                   cwd=ROOT)
+                   cwd=REPO_ROOT)
     got = np.load(out, allow_pickle=False)
 
     ref, ok = keras_reference(model, data)
@@ -362,7 +298,7 @@ def test_export_cli_from_build_model_dir(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     cmd = [PY, "-m", "sdl_tf.export", f"--model_dir={model_dir}", f"--export_dir={export_dir}",
            "--name=sdl", "--version=7", "--top_k=2"]
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     path = export_dir / "sdl" / "7"
     assert "exported SavedModel to" in res.stdout
@@ -383,7 +319,7 @@ def test_models_config_points_at_the_export_layout():
     """saved_models/models.config serves `<export_dir>/sdl` mounted at /models (docker)."""
     import re
 
-    with open(os.path.join(ROOT, "saved_models", "models.config")) as f:
+    with open(os.path.join(REPO_ROOT, "saved_models", "models.config")) as f:
         text = "\n".join(line for line in f if not line.lstrip().startswith("#"))
     assert text.count("{") == text.count("}")
     configs = re.findall(r'name:\s*"([^"]+)"\s*base_path:\s*"([^"]+)"', text)

@@ -28,9 +28,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers.paths import REPO_ROOT
+
 pytestmark = pytest.mark.convert
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TOLERANCE = 1e-4
 BATCH = 2
 SIZES = (224, 160)
@@ -144,8 +145,8 @@ def _run_reference(python: str, out_dir, source: str) -> None:
 
     with open(os.path.join(out_dir, "names.json"), "w", encoding="utf-8") as f:
         json.dump(efficientnet_lite_weights.timm_names(), f)
-    code = (f"import sys; sys.path.insert(0, {ROOT!r}); "
-            "from tests.test_efficientnet_lite_parity import make_reference; "
+    code = (f"import sys; sys.path.insert(0, {REPO_ROOT!r}); "
+            "from tests.modeling.test_efficientnet_lite_parity import make_reference; "
             f"make_reference({str(out_dir)!r}, {source!r}, {list(SIZES)!r})")
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"torch reference failed:\n{proc.stderr[-3000:]}"

@@ -16,10 +16,10 @@ import pytest
 from sdl_tf.modeling import backbones, efficientnet_lite, efficientnet_lite_weights
 from sdl_tf.modeling.tresnet_weights import ConversionError
 from tests.helpers import torch_files
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.scripts import load_script
 
 SIZE = 64
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 
 def _bn(state, name, channels, rng):
@@ -235,7 +235,7 @@ def test_convert_weights_cli(pth, top_model, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "sdl_tf.convert_weights", "--arch=efficientnet_lite0",
          f"--from={pth}", f"--to={dst}", "--include_top"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

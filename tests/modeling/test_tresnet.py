@@ -16,8 +16,8 @@ import pytest
 from sdl_tf.config import ModelConfig
 from sdl_tf.modeling import backbones, tresnet, tresnet_weights
 from sdl_tf.modeling.model import build_model, load_model
+from tests.helpers.paths import REPO_ROOT
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 # timm 1.0's tresnet_m state dict: 434 entries = 372 tensors + 60 num_batches_tracked + head.fc
 # weight/bias; its non-head parameters number 29,340,032 (+ 61,568 BN running statistics).
 TIMM_TENSORS = 372
@@ -206,7 +206,7 @@ def test_cli_refuses_with_one_line_and_no_traceback(tmp_path):
     dst = tmp_path / "x.weights.h5"
     proc = subprocess.run(
         [sys.executable, "-m", "sdl_tf.convert_weights", f"--from={src}", f"--to={dst}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     assert proc.returncode == 1

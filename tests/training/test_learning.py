@@ -7,7 +7,7 @@ from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from sdl_tf.evaluation import evaluator
 from sdl_tf.training import trainer
 from tests.helpers.demo_data import demo_dataset
-from tests.test_training import _scalars
+from tests.helpers.tensorboard import tensorboard_scalars
 
 
 def test_training_lowers_loss_and_beats_random_on_unseen_labels(tmp_path_factory, tmp_path):
@@ -26,7 +26,7 @@ def test_training_lowers_loss_and_beats_random_on_unseen_labels(tmp_path_factory
     result = trainer.train(config, progress=False)
     assert result["status"] == "finished" and result["step"] == 320  # 640 // 16 * 8
 
-    _, train = _scalars(str(model_dir / "logs" / "train"))
+    _, train = tensorboard_scalars(str(model_dir / "logs" / "train"))
     loss = [train["loss/total"][s] for s in sorted(train["loss/total"])]
     first, last = np.mean(loss[:3]), np.mean(loss[-3:])
     assert last < 0.7 * first, (first, last)

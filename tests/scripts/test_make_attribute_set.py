@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sdl_tf.labels.label_space import LabelSpace
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.scripts import load_script
 
 
@@ -86,7 +87,7 @@ def test_attribute_sets_script_trains_evaluates_and_tabulates(tmp_path):
     import subprocess
     import sys
 
-    repo = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    repo = REPO_ROOT
     env = dict(os.environ, SETS="size_shape:5", ATTR_OUT=str(tmp_path),
                EXTRA_FLAGS="--epochs=1 --steps_per_epoch=5", PYTHON=sys.executable)
     subprocess.run(["bash", "scripts/attribute_sets.sh"], cwd=repo, env=env, check=True,

@@ -11,10 +11,8 @@ import tensorflow as tf
 
 from sdl_tf.serving import export_lib, retrieval
 from sdl_tf.serving import tagger as tagger_lib
-from tests.test_exporting import NAMES, D, export_tiny, make_images
-from tests.test_predict import write_word2vec
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.serving_models import NAMES, D, export_tiny, make_images, write_word2vec
 
 
 def _index(matrices):
@@ -118,7 +116,7 @@ def test_cli_index_and_query(indexed, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "sdl_tf.retrieve", "index", f"--model={indexed['export']}",
          f"--images={indexed['images']}", f"--index={idx}", "--batch_size=4"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "indexed 6 images (1 skipped)" in res.stdout and "images/s" in res.stdout
     w2v = str(tmp_path / "w2v.txt")
@@ -126,7 +124,7 @@ def test_cli_index_and_query(indexed, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "sdl_tf.retrieve", "query", f"--index={idx}",
          "--tags=red,kite", f"--word_vectors={w2v}", "--top=3"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert lines[0].startswith("red: p") and lines[0].count(" p") == 3

@@ -16,8 +16,7 @@ from sdl_tf.evaluation.metrics import evaluate_scores
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.modeling.model import build_model
 from tests.helpers.demo_data import demo_dataset
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -119,12 +118,12 @@ def test_random_baseline_is_seeded(demo_dir, tmp_path):
 
 
 def test_cli_prints_tables(model_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [sys.executable, "-m", "sdl_tf.evaluate", f"--model_dir={model_dir}", "--split=val",
          f"--output_dir={tmp_path}", "--ks=3", "--noprogress"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| ZSL |" in proc.stdout and "mAP" in proc.stdout
     with open(tmp_path / "val_metrics.json") as f:

@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from sdl_tf.serving import client as sc
 from sdl_tf.serving.export_lib import op_error_message
-from tests.test_exporting import ATOL, NAMES, export_tiny, make_images
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.serving_models import ATOL, NAMES, export_tiny, make_images
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 MAX_BODY = 8 << 20
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<predict>:predict)?$"
@@ -260,7 +260,7 @@ def test_cli_against_fake_server(served, tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "sdl_tf.serving_client", f"--server={server.url}",
          "--model_name=sdl", f"--images={tmp_path}", f"--extra_labels={vec_file}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert lines[0].startswith("broken: ERROR not a complete JPEG or PNG")

@@ -12,6 +12,7 @@ from sdl_tf.config import DataConfig
 from sdl_tf.data import pipeline as data_lib
 from sdl_tf.labels.label_space import LabelSpace
 from tests.helpers.demo_data import demo_dataset
+from tests.helpers.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +260,7 @@ def test_shipped_configs_build(fresh_warnings, capsys):
     from sdl_tf import config_flags
     from sdl_tf.config import TrainConfig
 
-    root = os.path.join(os.path.dirname(__file__), "..")
+    root = REPO_ROOT
     names = sorted(f for f in os.listdir(os.path.join(root, "configs")) if f.endswith(".flags"))
     assert len(names) >= 5
     cwd = os.getcwd()

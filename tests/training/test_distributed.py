@@ -17,8 +17,7 @@ from sdl_tf.modeling.model import load_model_dir
 from sdl_tf.training import trainer as trainer_lib
 from tests.helpers import mw_worker
 from tests.helpers.demo_data import demo_dataset
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.paths import REPO_ROOT
 
 
 def _losses(model_dir):
@@ -69,12 +68,12 @@ def _free_ports(n):
 
 def test_multi_worker_two_processes_match_single_device(tmp_path):
     ports = ",".join(str(p) for p in _free_ports(2))
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TF_CONFIG", None)
     outs = [str(tmp_path / f"worker{i}.npz") for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-m", "tests.helpers.mw_worker", str(i), ports,
-                               outs[i]], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               outs[i]], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     logs = []
     try:

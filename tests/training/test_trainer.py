@@ -12,14 +12,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
 
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
 from sdl_tf.modeling.model import load_model_dir
 from sdl_tf.training import trainer as trainer_lib
 from tests.helpers.demo_data import demo_dataset
-
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+from tests.helpers.paths import REPO_ROOT
+from tests.helpers.tensorboard import tensorboard_scalars
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +52,6 @@ def test_one_cycle_schedule_by_hand():
     assert trainer_lib.OneCycleCosine(**s.get_config()).get_config() == s.get_config()
 
 
-def _scalars(logdir):
-    acc = event_accumulator.EventAccumulator(logdir, size_guidance={"tensors": 0})
-    acc.Reload()
-    # TF2 tf.summary.scalar writes tensor events.
-    # Only scalars: histograms, images and text are tensor events too.
-    return acc, {tag: {e.step: float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
-                 for tag in acc.Tags()["tensors"]
-                 if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"}
-
-
 def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
     model_dir = tmp_path / "run"
     cfg = _config(demo_dir, model_dir)
@@ -79,7 +68,7 @@ def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-12")
     assert "Epoch 2/2" in capsys.readouterr().out  # console progress bar
 
-    acc, train = _scalars(str(model_dir / "logs" / "train"))
+    acc, train = tensorboard_scalars(str(model_dir / "logs" / "train"))
     for tag in ("loss/total", "loss/rank", "loss/reg", "loss/sdw_mean", "learning_rate",
                 "images_per_sec"):
         assert sorted(train[tag]) == [2, 4, 6, 8, 10, 12], tag
@@ -89,7 +78,7 @@ def test_train_outputs_tensorboard_and_rerun(demo_dir, tmp_path, capsys):
         np.testing.assert_allclose(value, float(trainer_lib.OneCycleCosine(1e-3, 12)(step)),
                                    rtol=1e-5)
     assert "flags" in acc.Tags()["tensors"]  # the resolved flags as a text summary
-    _, val = _scalars(str(model_dir / "logs" / "val"))
+    _, val = tensorboard_scalars(str(model_dir / "logs" / "val"))
     for tag in ("zsl/mAP", "gzsl/mAP", "zsl/F1@3", "gzsl/F1@5"):
         assert sorted(val[tag]) == [6, 12], tag  # once per epoch on the val split
         assert all(0 <= v <= 100 for v in val[tag].values())
@@ -127,11 +116,11 @@ def _train_cmd(demo_dir, model_dir):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(demo_dir, tmp_path):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2",
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
            "CUDA_VISIBLE_DEVICES": ""}
     killed_dir = tmp_path / "killed"
     cmd = _train_cmd(demo_dir, killed_dir)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     ckpt_dir = killed_dir / "checkpoints"
     deadline = time.time() + 120
@@ -149,7 +138,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(demo_dir, tmp_path):
     assert 0 < killed_at < 40 and killed_at % 20 and not (killed_dir / "final.keras").exists()
 
     # Rerunning the same command resumes (same optimizer state, step and schedule).
-    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"resuming from {ckpt_dir}/ckpt-{killed_at}: step {killed_at}" in rerun.stderr
     result = json.loads((killed_dir / "train_result.json").read_text())
@@ -169,8 +158,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(demo_dir, tmp_path):
     # float reassociation in multi-threaded CPU kernels.
     for a, b in zip(resumed_model.weights, ref_model.weights, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
-    _, logged = _scalars(str(killed_dir / "logs" / "train"))
-    _, ref_logged = _scalars(str(ref_dir / "logs" / "train"))
+    _, logged = tensorboard_scalars(str(killed_dir / "logs" / "train"))
+    _, ref_logged = tensorboard_scalars(str(ref_dir / "logs" / "train"))
     for step in range(killed_at + 1, 41):
         np.testing.assert_allclose(logged["learning_rate"][step],
                                    ref_logged["learning_rate"][step], rtol=1e-6)
@@ -245,7 +234,7 @@ def test_validation_logs_row_usage_figure3_grid_and_per_label_ap(demo_dir, tmp_p
                                     dim=16))
     result = trainer_lib.train(cfg, progress=False)
     logdir = str(model_dir / "logs" / "val")
-    acc, val = _scalars(logdir)
+    acc, val = tensorboard_scalars(logdir)
     shares = [val[f"rows/share_{m}"][2] for m in (1, 2, 3)]  # M = 3 rows, step 2
     assert "rows/share_4" not in val
     assert sum(shares) == pytest.approx(1.0, abs=1e-5) and all(0 <= x <= 1 for x in shares)

@@ -22,9 +22,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers.paths import REPO_ROOT
+
 pytestmark = pytest.mark.convert
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TOLERANCE = 1e-4
 BATCH = 2
 CASES = {"tresnet_m": (224, 448), "tresnet_l": (224,)}
@@ -114,8 +115,8 @@ def test_features_match_timm(arch, tmp_path):
     from sdl_tf.modeling import tresnet, tresnet_weights
 
     sizes = CASES[arch]
-    code = (f"import sys; sys.path.insert(0, {ROOT!r}); "
-            "from tests.test_tresnet_parity import make_reference; "
+    code = (f"import sys; sys.path.insert(0, {REPO_ROOT!r}); "
+            "from tests.modeling.test_tresnet_parity import make_reference; "
             f"make_reference({str(tmp_path)!r}, {arch!r}, {list(sizes)!r})")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=600)

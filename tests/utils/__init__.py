@@ -1,0 +1,1 @@
+"""Tests of sdl_tf.utils."""
