@@ -3,7 +3,9 @@
 Entry points (`sdl_tf.train`, `sdl_tf.evaluate`) parse absl flags and build these; library code
 only ever sees the dataclasses. `TrainConfig` nests a `DataConfig` and a `ModelConfig`, and the
 whole tree round-trips through JSON (`to_dict` / `from_dict`), which is how `config.json` in a
-model directory is written and read back.
+model directory is written and read back. A value out of range, or in conflict with another,
+raises `sdl_tf.errors.ConfigError` (a `ValueError`) naming the flag; the commands print it as one
+line. The defaults are the paper's recipe (section 4.1); configs/*.flags set only what differs.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import json
 from typing import Any
 
 from sdl_tf.config_flags import field
-from sdl_tf.modeling.scoring import SCORINGS  # the one list (eq. 1 and the l2 baseline)
+from sdl_tf.errors import ConfigError
 from sdl_tf.utils import atomic_io, gfile_utils
 
+# The one definition of these names: `sdl_tf.modeling.scoring` and `sdl_tf.modeling.losses`
+# (higher floors) take their lists from here, so the flags' choices and the code cannot differ.
+SCORINGS = ("max", "l2")  # eq. 1 (max over the rows of A_i) | the l2 baseline of section 4.1
+LOSS_MODES = ("paper", "official")  # SDLLoss scaling: the paper's | the authors' released script
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-LOSS_MODES = ("paper", "official")
 AUGMENT_MODES = ("imagenet", "flip", "resize")
 WEIGHT_DECAY_MODES = ("decoupled", "l2")
 POOLINGS = ("avg", "attention")
@@ -60,17 +65,17 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+            raise ConfigError(f"image_size must be >= 16, got {self.image_size}")
         if self.num_rows < 1:
-            raise ValueError(f"num_rows (M) must be >= 1, got {self.num_rows}")
+            raise ConfigError(f"num_rows (M) must be >= 1, got {self.num_rows}")
         if self.dim < 0:
-            raise ValueError(f"dim must be >= 0, got {self.dim}")
+            raise ConfigError(f"dim must be >= 0, got {self.dim}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.row_scale < 0:
-            raise ValueError(f"row_scale must be >= 0 (0 = off), got {self.row_scale}")
+            raise ConfigError(f"row_scale must be >= 0 (0 = off), got {self.row_scale}")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +108,9 @@ class DataConfig:
             batches as without it; it saves the per-step decoding, which on 2 cores competes
             with the train step for the CPU.
 
-    A setting that the others make ineffective is refused (ValueError naming the flag), except
-    `cutout` 0.5 under `augment_mode=flip`: it is the default and what configs/base.flags sets,
-    so it cannot tell an intended cutout; `pipeline.train_dataset` prints a one-line warning
+    A setting that the others make ineffective is refused (`ConfigError` naming the flag), except
+    `cutout` 0.5 under `augment_mode=flip`: it is the default (the flip-mode demo configs keep
+    it), so it cannot tell an intended cutout; `pipeline.train_dataset` prints a one-line warning
     for it instead, and for augmentation flags set under `augment=false` (nothing augments).
     """
 
@@ -134,20 +139,20 @@ class DataConfig:
 
     def __post_init__(self):
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.cutout < 1.0:
-            raise ValueError(f"cutout must be in [0, 1), got {self.cutout}")
+            raise ConfigError(f"cutout must be in [0, 1), got {self.cutout}")
         if not 0.0 < self.min_crop_area <= 1.0:
-            raise ValueError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
+            raise ConfigError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
         if not 0.0 <= self.rand_augment_factor <= 1.0:
-            raise ValueError(f"rand_augment_factor must be in [0, 1], got "
-                             f"{self.rand_augment_factor}")
+            raise ConfigError(f"rand_augment_factor must be in [0, 1], got "
+                              f"{self.rand_augment_factor}")
         if self.augment_mode not in AUGMENT_MODES:
-            raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}, got "
-                             f"{self.augment_mode!r}")
+            raise ConfigError(f"augment_mode must be one of {AUGMENT_MODES}, got "
+                              f"{self.augment_mode!r}")
         if self.cache_train_images and self.augment and self.augment_mode == "imagenet":
-            raise ValueError("cache_train_images needs augment_mode flip or resize (or no "
-                             "augmentation): augment_mode imagenet crops the undecoded JPEG")
+            raise ConfigError("cache_train_images needs augment_mode flip or resize (or no "
+                              "augmentation): augment_mode imagenet crops the undecoded JPEG")
         self._check_augmentation_flags()
 
     def _check_augmentation_flags(self):
@@ -157,16 +162,16 @@ class DataConfig:
         if not self.augment:
             return  # augmentation off: `pipeline.train_dataset` warns about what it ignores
         if changed("rand_augment_factor") and not self.rand_augment:
-            raise ValueError(f"--rand_augment_factor={self.rand_augment_factor} does nothing "
-                             "without --rand_augment")
+            raise ConfigError(f"--rand_augment_factor={self.rand_augment_factor} does nothing "
+                              "without --rand_augment")
         if changed("min_crop_area") and self.augment_mode != "imagenet":
-            raise ValueError(f"--min_crop_area={self.min_crop_area} does nothing with "
-                             f"--augment_mode={self.augment_mode} (only imagenet crops)")
+            raise ConfigError(f"--min_crop_area={self.min_crop_area} does nothing with "
+                              f"--augment_mode={self.augment_mode} (only imagenet crops)")
         if self.augment_mode == "flip" and self.cutout > 0 and changed("cutout"):
-            # The default 0.5 (configs/base.flags passes it on to the flip-mode demo configs)
-            # only gets the warning of `pipeline.train_dataset`.
-            raise ValueError(f"--cutout={self.cutout} does nothing with --augment_mode=flip "
-                             "(flips only); set --cutout=0")
+            # The default 0.5 (which the flip-mode demo configs keep) only gets the warning of
+            # `pipeline.train_dataset`.
+            raise ConfigError(f"--cutout={self.cutout} does nothing with --augment_mode=flip "
+                              "(flips only); set --cutout=0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,43 +254,43 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+            raise ConfigError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+            raise ConfigError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         if self.loss_mode not in LOSS_MODES:
-            raise ValueError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
+            raise ConfigError(f"loss_mode must be one of {LOSS_MODES}, got {self.loss_mode!r}")
         if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
-            raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got "
-                             f"{self.weight_decay_mode!r}")
+            raise ConfigError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got "
+                              f"{self.weight_decay_mode!r}")
         if not 0.0 < self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
+            raise ConfigError(f"warmup_fraction must be in (0, 1), got {self.warmup_fraction}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
-            raise ValueError(f"eval_ks must be positive integers, got {self.eval_ks}")
+            raise ConfigError(f"eval_ks must be positive integers, got {self.eval_ks}")
         if self.cache_backbone_features:
             if self.model.trainable_backbone:
-                raise ValueError("cache_backbone_features needs a frozen backbone: add "
+                raise ConfigError("cache_backbone_features needs a frozen backbone: add "
                                  "--trainable_backbone=false")
             if self.data.augment and self.data.augment_mode != "flip":
-                raise ValueError(
+                raise ConfigError(
                     "cache_backbone_features computes each image's features once: "
                     f"augment_mode {self.data.augment_mode!r} cannot be applied to them; use "
                     "--augment_mode=flip (image and flip cached) or --augment=false")
             if self.data.cache_train_images:
-                raise ValueError("cache_backbone_features replaces cache_train_images: the "
+                raise ConfigError("cache_backbone_features replaces cache_train_images: the "
                                  "images are not needed once their features are; drop "
                                  "--cache_train_images")
             if self.strategy == "tpu":
-                raise ValueError("cache_backbone_features feeds the features from host memory "
+                raise ConfigError("cache_backbone_features feeds the features from host memory "
                                  "(tf.data from a generator), which TPUs cannot take")
         if self.feature_cache_dir and not self.cache_backbone_features:
-            raise ValueError("feature_cache_dir stores cached backbone features: add "
-                             "--cache_backbone_features (and --trainable_backbone=false)")
+            raise ConfigError("feature_cache_dir stores cached backbone features: add "
+                              "--cache_backbone_features (and --trainable_backbone=false)")
         # Normalise lists from JSON/flags to a tuple so the config stays hashable.
         object.__setattr__(self, "eval_ks", tuple(int(k) for k in self.eval_ks))
 
@@ -312,16 +317,20 @@ def save_config(config: TrainConfig, path: str) -> None:
 
 
 def load_config(path: str) -> TrainConfig:
-    """Reads a `config.json` written by `save_config`."""
+    """Reads a `config.json` written by `save_config`.
+
+    Raises:
+        ConfigError: naming the file, for invalid JSON or an unknown / bad field.
+    """
     with gfile_utils.open_file(path) as f:
         try:
             d = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
     try:
         return TrainConfig.from_dict(d)
     except TypeError as e:
-        raise ValueError(f"{path}: {e}") from e
+        raise ConfigError(f"{path}: {e}") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,12 +382,12 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.baseline not in ("", "random"):
-            raise ValueError(f"baseline must be '' or 'random', got {self.baseline!r}")
+            raise ConfigError(f"baseline must be '' or 'random', got {self.baseline!r}")
         if not self.model_dir and not (self.baseline and self.data_dir and self.output_dir):
-            raise ValueError("model_dir is required (or baseline=random with data_dir and "
-                             "output_dir)")
+            raise ConfigError("model_dir is required (or baseline=random with data_dir and "
+                              "output_dir)")
         if self.scoring and self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+            raise ConfigError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
 
 
@@ -399,3 +408,7 @@ class ExportConfig:
         "Rebuild the model from config.json and restore the latest checkpoint (not final.keras).")
     top_k: int = field(10, "K of the serving_default top-K outputs.")
     overwrite: bool = field(False, "Replace an existing version directory.")
+
+    def __post_init__(self):
+        if self.keras_model and self.checkpoint:
+            raise ConfigError("give at most one of --keras_model and --checkpoint")

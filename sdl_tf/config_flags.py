@@ -2,13 +2,15 @@
 
 A config field is declared with `field(default, help, **metadata)`; `define_flags` turns every
 field into a flag named after it, and `config_from_flags` builds the frozen config back from
-the parsed flags. Flag type from the field type: bool -> DEFINE_bool, int -> DEFINE_integer,
-float -> DEFINE_float, str -> DEFINE_string (DEFINE_enum when metadata has `choices`),
-tuple[int | str | float, ...] -> DEFINE_list; `X | None` is X with a None default allowed.
-Metadata keys: `help`, `choices`, `required` (flag default None and must be given; the config
-default is unchanged), `flag` (False: no flag, the field keeps its default), `lower_bound` /
-`upper_bound` (int and float flags). A nested dataclass field (`TrainConfig.data`) is flattened
-without a prefix (`--augment`, not `--data.augment`), so names must be unique over the tree.
+the parsed flags; `flagfile_text` writes a config back as flagfile lines (a run's `flags.txt`,
+re-runnable with `--flagfile`). Flag type from the field type: bool -> DEFINE_bool,
+int -> DEFINE_integer, float -> DEFINE_float, str -> DEFINE_string (DEFINE_enum when metadata
+has `choices`), tuple[int | str | float, ...] -> DEFINE_list; `X | None` is X with a None
+default allowed. Metadata keys: `help`, `choices`, `required` (flag default None and must be
+given; the config default is unchanged), `flag` (False: no flag, the field keeps its default),
+`lower_bound` / `upper_bound` (int and float flags). A nested dataclass field
+(`TrainConfig.data`) is flattened without a prefix (`--augment`, not `--data.augment`), so
+names must be unique over the tree.
 
 Entry points only: library code never reads flags (docs/design.md).
 """
@@ -150,3 +152,40 @@ def config_from_flags(config_cls: type, flag_values: flags.FlagValues | None = N
             value = tuple(element(v) for v in value)
         kwargs[f.name] = value
     return config_cls(**kwargs)
+
+
+def _flag_items(config: Any) -> Iterator[tuple[str, Any]]:
+    """(flag name, value) of every flag field of the (nested) dataclass instance `config`."""
+    for f, tp in _flag_fields(type(config), ()):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(tp):
+            yield from _flag_items(value)
+        else:
+            yield f.name, value
+
+
+def flagfile_text(config: Any, *, exclude: Iterable[str] = ("overwrite",)) -> str:
+    """`config` as flagfile lines: the one writer of a run's `flags.txt`.
+
+    One line per flag of `define_flags(type(config))`, sorted by name and formatted by absl's
+    own serializers (`--augment` / `--noaugment`, `--eval_ks=3,5`), so parsing the text with
+    `--flagfile` and `config_from_flags` gives back an equal config. Fields without a flag keep
+    their default and are not written; flags whose value is None are left out.
+
+    Args:
+      config: a frozen config dataclass instance (e.g. the resolved `TrainConfig`).
+      exclude: flag names left out; by default `overwrite`, so that rerunning a run's
+        `flags.txt` resumes the run instead of discarding it.
+
+    Returns:
+      The lines, each ending in a newline.
+    """
+    fv = flags.FlagValues()
+    define_flags(type(config), flag_values=fv)
+    for name, value in _flag_items(config):
+        # List flags hold strings (`define_flags`); the serializer quotes commas inside them.
+        fv[name].value = [str(v) for v in value] if isinstance(value, tuple) else value
+    exclude = set(exclude)
+    lines = [fv[name].serialize() for name in sorted(fv)
+             if name not in exclude and fv[name].value is not None]
+    return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ the path / flag / line; `hint` is the command that would create what is missing.
 commands (`sdl_tf.cli.run`, `data_prep.converters`) print these, as one line without a
 traceback; any other exception is a bug and keeps its traceback.
 
-`MissingPathError` is also a `FileNotFoundError`, so callers that catch the builtin still do.
+`MissingPathError` is also a `FileNotFoundError`, and `ConfigError` a `ValueError`, so callers
+that catch the builtin still do.
 This module imports nothing from the project (floor 0): every layer may raise these.
 """
 
@@ -40,6 +41,13 @@ class SDLError(Exception):
 class MissingPathError(SDLError, FileNotFoundError):
     """A file or directory the user pointed at (or that a command should have written) is
     absent or incomplete."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        SDLError.__init__(self, message, hint)
+
+
+class ConfigError(SDLError, ValueError):
+    """A config value (a flag) out of its range, or in conflict with another one."""
 
     def __init__(self, message: str, hint: str | None = None):
         SDLError.__init__(self, message, hint)

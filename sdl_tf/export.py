@@ -7,7 +7,7 @@ Writes `<export_dir>/<name>/<version>/` (signatures `serving_default`, `score_la
 `matrices`; see `sdl_tf.serving.export_lib`). Flags can also come from `--flagfile`.
 """
 
-from absl import app, flags
+from absl import flags
 
 from sdl_tf import config_flags
 from sdl_tf.config import ExportConfig
@@ -22,14 +22,9 @@ def main(argv):
     # TF INFO lines (signature input renames, asset writing) drown the result line.
     logging.set_verbosity(logging.WARNING)
 
-    f = flags.FLAGS
-    if f.keras_model and f.checkpoint:
-        raise app.UsageError("give at most one of --keras_model and --checkpoint")
-    config = config_flags.config_from_flags(ExportConfig, f)
-    try:
-        path = export_lib.export_from_config(config)
-    except (export_lib.ExportError, FileNotFoundError) as e:
-        raise SystemExit(f"export failed: {e}") from None
+    # ExportConfig refuses --keras_model with --checkpoint; errors go to cli.run's one line.
+    config = config_flags.config_from_flags(ExportConfig, flags.FLAGS)
+    path = export_lib.export_from_config(config)
     print(f"exported SavedModel to {path}")
 
 

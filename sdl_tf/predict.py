@@ -10,7 +10,7 @@ Flags are the fields of `sdl_tf.serving.tagger.PredictConfig`; the library is
 
 from __future__ import annotations
 
-from sdl_tf import config_flags
+from sdl_tf import config_flags, errors
 
 
 def define_flags() -> None:
@@ -31,10 +31,15 @@ def main(argv):
     config = config_flags.config_from_flags(tagger.PredictConfig)
     try:
         results = tagger.run_predict(config)
-    except (tagger.PredictError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"predict failed: {e}") from None
+    except ValueError as e:
+        if isinstance(e, errors.SDLError):
+            raise
+        # A malformed word-vector or label-vector file (`sdl_tf.labels.word_vectors` says so
+        # with a ValueError naming the file and line) is a bad input, not a bug.
+        raise errors.SDLError(str(e)) from e
     if results and all(r.error for r in results):
-        raise SystemExit("predict failed: no image could be decoded")
+        # run_predict has printed each image's error above.
+        raise errors.SDLError("no image could be decoded")
 
 
 def run() -> None:

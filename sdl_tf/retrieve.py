@@ -35,20 +35,17 @@ def main(argv):
     f = flags.FLAGS
     if len(argv) != 2 or argv[1] not in ("index", "query"):
         raise app.UsageError("usage: python -m sdl_tf.retrieve index|query [flags]")
-    try:
-        if argv[1] == "index":
-            for name in ("model", "images", "index"):
-                if not getattr(f, name):
-                    raise app.UsageError(f"index needs --{name}")
-            retrieval.run_index(config_flags.config_from_flags(retrieval.IndexConfig, f))
-        else:
-            for name in ("index", "tags"):
-                if not getattr(f, name):
-                    raise app.UsageError(f"query needs --{name}")
-            tags = tuple(t.strip() for t in f.tags.split(",") if t.strip())
-            retrieval.run_query(config_flags.config_from_flags(retrieval.QueryConfig, f, tags=tags))
-    except retrieval.RetrievalError as e:
-        raise SystemExit(f"retrieval failed: {e}") from None
+    if argv[1] == "index":
+        for name in ("model", "images", "index"):
+            if not getattr(f, name):
+                raise app.UsageError(f"index needs --{name}")
+        retrieval.run_index(config_flags.config_from_flags(retrieval.IndexConfig, f))
+    else:
+        for name in ("index", "tags"):
+            if not getattr(f, name):
+                raise app.UsageError(f"query needs --{name}")
+        tags = tuple(t.strip() for t in f.tags.split(",") if t.strip())
+        retrieval.run_query(config_flags.config_from_flags(retrieval.QueryConfig, f, tags=tags))
 
 
 def run() -> None:

@@ -10,9 +10,7 @@ Flags are the fields of `sdl_tf.serving.client.ClientConfig`; the REST protocol 
 
 from __future__ import annotations
 
-import sys
-
-from sdl_tf import config_flags
+from sdl_tf import config_flags, errors
 
 
 def define_flags() -> None:
@@ -39,16 +37,13 @@ def main(argv):
     for p in paths:
         contents, err = tagger.read_bytes(p)
         if err:
-            raise SystemExit(err)
+            raise errors.SDLError(err)
         data.append(contents)
-    try:
-        results = client.tag(data)
-        extra = None
-        if f.extra_labels:
-            names, vectors = tagger.extra_label_vectors(f.extra_labels, None, f.word_vectors)
-            extra = names, client.score_labels(data, vectors)["scores"]
-    except (client_lib.ServingError, tagger.PredictError) as e:
-        raise SystemExit(f"serving_client failed: {e}") from None
+    results = client.tag(data)
+    extra = None
+    if f.extra_labels:
+        names, vectors = tagger.extra_label_vectors(f.extra_labels, None, f.word_vectors)
+        extra = names, client.score_labels(data, vectors)["scores"]
     for i, (path, res) in enumerate(zip(paths, results, strict=True)):
         if not res["ok"]:
             print(f"{tagger.image_id(path)}: ERROR {res['error']}")
@@ -67,10 +62,7 @@ def run() -> None:
     from sdl_tf import cli
 
     define_flags()
-    try:
-        cli.run(main)
-    except BrokenPipeError:
-        sys.exit(1)
+    cli.run(main)  # also ends quietly when the reader of stdout goes away (`... | head`)
 
 
 if __name__ == "__main__":

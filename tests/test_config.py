@@ -7,7 +7,10 @@ import os
 import pytest
 from absl import flags
 
+from sdl_tf import config_flags
 from sdl_tf.config import (
+    LOSS_MODES,
+    SCORINGS,
     DataConfig,
     EvalConfig,
     ModelConfig,
@@ -59,16 +62,11 @@ def test_load_config_names_bad_file(tmp_path):
 
 
 def _parse(*args):
-    from sdl_tf import train
-
-    if "data_dir" not in flags.FLAGS:
-        train.define_flags()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train", *args])
-    try:
-        return train.config_from_flags(flags.FLAGS)
-    finally:
-        flags.FLAGS.unparse_flags()
+    """The TrainConfig `sdl_tf.train` builds from these arguments."""
+    fv = flags.FlagValues()
+    config_flags.define_flags(TrainConfig, flag_values=fv)
+    fv(["train", *args])
+    return config_flags.config_from_flags(TrainConfig, fv)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +169,47 @@ def test_coco_authors_flagfile_follows_the_released_script(monkeypatch):
     assert (paper.weight_decay_mode, paper.loss_mode, paper.data.rand_augment) == (
         "decoupled", "paper", False)
     assert paper.data.augment_mode == "imagenet" and not paper.exclude_bias_norm_from_decay
+
+
+def test_scorings_and_loss_modes_are_defined_once_here():
+    fv = flags.FlagValues()
+    config_flags.define_flags(TrainConfig, flag_values=fv)
+    assert SCORINGS == ("max", "l2") and LOSS_MODES == ("paper", "official")
+    assert fv["scoring"].parser.enum_values == list(SCORINGS)
+    assert fv["loss_mode"].parser.enum_values == list(LOSS_MODES)
+    assert EvalConfig(model_dir="m", scoring="l2").scoring == "l2"
+    with pytest.raises(ValueError, match="scoring"):
+        TrainConfig(scoring="mean")
+    with pytest.raises(ValueError, match="loss_mode"):
+        TrainConfig(loss_mode="torch")
+
+
+def _flag_lines(name):
+    with open(os.path.join(REPO, "configs", name)) as f:
+        return [ln.strip() for ln in f if ln.strip().startswith("--")]
+
+
+def test_base_flags_repeat_no_default():
+    defaults = _parse("--data_dir=d", "--model_dir=m")
+    for line in _flag_lines("base.flags"):
+        assert _parse("--data_dir=d", "--model_dir=m", line) != defaults, line
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "configs"))
+                                        if f.endswith(".flags")))
+def test_every_config_opens_with_a_header_and_one_comment_line_per_flag_at_most(name):
+    with open(os.path.join(REPO, "configs", name)) as f:
+        lines = [ln.rstrip("\n") for ln in f]
+    assert lines[0].startswith("# "), name
+    header = lines[:next(i for i, ln in enumerate(lines) if ln.startswith("--"))]
+    text = "\n".join(header)
+    # big_vision's config headers: the command, the hardware and time, the expected result.
+    assert "# Command:" in text and "# Hardware:" in text, name
+    if name != "base.flags":  # included by the others, never run on its own
+        assert "python -m sdl_tf.train --flagfile=configs/" + name in text, name
+        assert "# Expect:" in text or "# Paper" in text, name
+    body = lines[len(header):]
+    runs = [0]  # comment lines in a row after the header
+    for ln in body:
+        runs.append(runs[-1] + 1 if ln.startswith("#") else 0)
+    assert max(runs) <= 1, (name, "more than one comment line in a row after the header")

@@ -135,9 +135,9 @@ def test_every_train_config_field_has_a_flag_with_help():
 def _parse_train(*args) -> tuple[TrainConfig, str]:
     fv = _define(TrainConfig)
     fv(["train", *args])
+    cfg = config_flags.config_from_flags(TrainConfig, fv)
     # As sdl_tf.train writes flags.txt: sorted, --overwrite left out.
-    text = "\n".join(fv[n].serialize() for n in sorted(fv) if n != "overwrite")
-    return config_flags.config_from_flags(TrainConfig, fv), text
+    return cfg, config_flags.flagfile_text(cfg)
 
 
 def test_coco_flagfile_parses_to_the_same_config(monkeypatch):
@@ -166,7 +166,7 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
     # (row_scale=8.0, pooling=attention and cache_train_images added, epochs 15 -> 12 and
     # num_rows 3 -> 4 when demo.flags adopted them; the cache_backbone_features and
     # feature_cache_dir defaults since).
-    assert text.split("\n") == (
+    assert text.splitlines() == (
         "--augment --augment_mode=flip --backbone=small_cnn --batch_size=32 "
         "--nocache_backbone_features "
         "--cache_train_images --checkpoint_every_steps=500 --cutout=0.5 "
@@ -183,3 +183,39 @@ def test_demo_flagfile_parses_to_the_same_config_and_flags_text(monkeypatch):
         "--train_split=train --trainable_backbone --use_reg --use_sdw --val_fraction=0.0 "
         "--val_split=val --warmup_fraction=0.2 --weight_decay=0.0003 "
         "--weight_decay_mode=decoupled --weights=none").split(" ")
+
+
+def _parse_flagfile_text(cls, text, tmp_path):
+    path = tmp_path / "flags.txt"
+    path.write_text(text)
+    fv = _define(cls)
+    fv(["prog", f"--flagfile={path}"])
+    return config_flags.config_from_flags(cls, fv)
+
+
+def test_flagfile_text_round_trips_to_an_equal_config(tmp_path):
+    cfg = TrainConfig(
+        model_dir="runs/a b", data=DataConfig(data_dir="gs://bucket/d", augment=False,
+                                              augment_mode="resize", cutout=0.0),
+        model=ModelConfig(backbone="hub:https://x/y,z", num_rows=3, trainable_backbone=False,
+                          row_scale=8.0, pooling="attention"),
+        learning_rate=2e-3, final_div_factor=1e4, eval_ks=(1, 10, 100), scoring="l2",
+        loss_mode="official", use_sdw=False, tpu_address="", overwrite=True)
+    text = config_flags.flagfile_text(cfg)
+    assert "--overwrite" not in text and "--nooverwrite" not in text  # rerunning resumes
+    assert "--noaugment\n" in text and "--eval_ks=1,10,100\n" in text
+    assert _parse_flagfile_text(TrainConfig, text, tmp_path) == cfg.replace(overwrite=False)
+    # Every flag, default or not, is written: a later change of a default cannot change a rerun.
+    assert len(text.splitlines()) == len(_define(TrainConfig)) - 1
+    assert _parse_flagfile_text(TrainConfig, config_flags.flagfile_text(
+        TrainConfig(model_dir="m", data=DataConfig(data_dir="d"))), tmp_path) == TrainConfig(
+        model_dir="m", data=DataConfig(data_dir="d"))
+
+
+def test_flagfile_text_quotes_lists_and_leaves_out_none(tmp_path):
+    cfg = Toy(path="p", words=("a,b", "c"), skipped="y")
+    text = config_flags.flagfile_text(cfg, exclude=())
+    assert "--limit" not in text and '--words="a,b",c\n' in text and "--hidden" not in text
+    assert _parse_flagfile_text(Toy, text, tmp_path) == cfg
+    assert "--skipped" not in config_flags.flagfile_text(cfg, exclude=("skipped",))
+
