@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sdl_tf import errors
 from sdl_tf.data import pipeline as data_lib
 from sdl_tf.data import tfrecord_schema
 from sdl_tf.utils import atomic_io, gfile_utils
@@ -79,7 +80,7 @@ def extract_train_features(feature_model: keras.Model, data_cfg, image_size: int
         batch_size: images per backbone call.
 
     Raises:
-        ValueError: no training images, or the features would exceed
+        errors.SDLError: no training images; errors.ConfigError: the features would exceed
             `MAX_CACHED_FEATURE_BYTES`.
     """
     files = tfrecord_schema.list_shards(data_cfg.data_dir, data_cfg.train_split)
@@ -124,7 +125,7 @@ def _backbone_pass(feature_model: keras.Model, dataset: tf.data.Dataset, flips: 
         element float32 (N, ...)). Logs progress every 30 s when `total` is given.
 
     Raises:
-        ValueError: an empty dataset, or features over `max_bytes`.
+        errors.SDLError: an empty dataset; errors.ConfigError: features over `max_bytes`.
     """
     @tf.function(reduce_retracing=True, autograph=False)
     def features_of(images):
@@ -139,10 +140,10 @@ def _backbone_pass(feature_model: keras.Model, dataset: tf.data.Dataset, flips: 
         feats = features_of(images).numpy()
         size += feats.nbytes
         if max_bytes is not None and size > max_bytes:
-            raise ValueError(
+            raise errors.ConfigError(
                 f"cache_backbone_features: the features of the {what} images exceed "
-                f"{max_bytes >> 30} GiB at this --image_size; use a smaller --image_size or train without "
-                "--cache_backbone_features")
+                f"{max_bytes >> 30} GiB at this --image_size; use a smaller --image_size or train "
+                "without --cache_backbone_features")
         chunks.append(feats)
         second.append(batch_second.numpy())
         done += len(feats)
@@ -152,7 +153,7 @@ def _backbone_pass(feature_model: keras.Model, dataset: tf.data.Dataset, flips: 
             _log(f"backbone features: {done} of ~{total} images ({rate:.0f} images/s)")
             last = now
     if not chunks:
-        raise ValueError(f"no {what} images to compute backbone features of")
+        raise errors.SDLError(f"no {what} images to compute backbone features of")
     return np.concatenate(chunks), np.concatenate(second).astype(np.float32)
 
 

@@ -1,1 +1,2 @@
-"""Evaluation: ZSL/GZSL metrics, the evaluator and the Figure-3 report."""
+"""Evaluation: ZSL/GZSL metrics and AP, row usage, the evaluator, per-epoch validation and the
+Figure-3 report."""

@@ -5,14 +5,11 @@ images without a positive among the ranked labels are dropped; P/R/F1@K are micr
 is the mean over labels of the AP of ranking the images by that label's score (tag-based retrieval).
 
 Scores are s_ij = max_m (A_i t_j) (eq. 1) computed in streaming fashion, so memory stays
-O(batch x C) except for the (few) diverse images, whose score rows are kept for Table 4.
+O(batch x C) except for the (few) diverse images, whose score rows are kept for Table 4. A model
+also gets its row usage (Figure 3 made measurable, `sdl_tf.evaluation.row_usage`).
 
-Row usage (Figure 3 / section 4.5, made measurable; `RowUsage`): for each image's top-K tags,
-the row m of A_i that attains the max in eq. (1) "wins" the tag. Aggregated over the images: the
-share of top-K tags won by each row, the entropy of those shares, the mean per-image entropy,
-and the mean pairwise cosine between the rows of A_i. Rows that specialise in different
-concepts (the paper's claim) give a high share entropy and low cosines; a collapsed matrix
-(one row doing all the work, or M near-identical rows) gives entropy ~0 or cosines ~1.
+`evaluate` evaluates a training run's directory (`sdl_tf.modeling.run_dir`: the model, its
+label space and config) or the seeded random baseline, and writes the result files.
 """
 
 from __future__ import annotations
@@ -28,9 +25,21 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from sdl_tf.config import DataConfig, EvalConfig, load_config
+from sdl_tf import errors
+from sdl_tf.config import DataConfig, EvalConfig, TrainConfig
+from sdl_tf.data import feature_cache
 from sdl_tf.data import pipeline as data_lib
+from sdl_tf.evaluation.metrics import ZSLEvaluator, evaluate_scores
+from sdl_tf.evaluation.row_usage import RowUsage, row_usage_table
+from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.modeling import run_dir
+from sdl_tf.modeling.model import split_model
+from sdl_tf.modeling.scoring import NumpyScorer
 from sdl_tf.utils import atomic_io
+
+# Where `evaluate` writes, in the output dir, each name after a `<split>_` (or
+# `random_<split>_`) prefix.
+OUTPUT_FILES = ("metrics.json", "metrics.md", "per_label_ap.csv")
 
 
 def log(msg: str) -> None:
@@ -40,8 +49,9 @@ def log(msg: str) -> None:
 _PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _predict_fn(model):
-    """One traced inference function per model (validation runs every epoch)."""
+def predict_fn(model):
+    """The model's traced inference function, `images -> matrices` (one per model: validation
+    runs every epoch)."""
     if model not in _PREDICT_FNS:
 
         @tf.function(reduce_retracing=True, autograph=False)
@@ -70,8 +80,6 @@ class _DiverseCollector:
                 self.rows[task][1].append(labels[keep])
 
     def result(self, k: int) -> dict:
-        from sdl_tf.evaluation.metrics import evaluate_scores
-
         out = {}
         for task in ("zsl", "gzsl"):
             scores, labels = self.rows[task]
@@ -84,92 +92,23 @@ class _DiverseCollector:
                          f"R@{k}": float(r[f"R@{k}"]), f"F1@{k}": float(r[f"F1@{k}"])}
         return out
 
-
-def _entropy(p, axis=-1):
-    """Shannon entropy in nats of distributions along `axis` (0 log 0 = 0)."""
-    p = np.asarray(p, np.float64)
-    logs = np.log(np.where(p > 0, p, 1.0))
-    return 0.0 - np.sum(p * logs, axis=axis)  # 0.0 - x, not -x: no "-0.0" in the JSON
-
-
-class RowUsage:
-    """Streams which row of A wins each image's top-K tags (Figure 3, made measurable).
-
-    Per batch only (B, M, K) products and (B, M, M) row cosines are formed, never (N, C, M).
-    Every image counts (row usage needs no ground truth), over all C labels (the GZSL ranking
-    that Figure 3 shows).
-
-    Args:
-        label_vectors: (C, d) word vectors of all labels.
-        k: K, top tags per image (capped at C).
-        scoring: "max" (eq. 1) or "l2"; ranks the tags and picks the winning row.
-    """
-
-    def __init__(self, label_vectors, k: int, scoring: str = "max"):
-        self.vectors = np.asarray(label_vectors, np.float32)
-        self.k = max(1, min(int(k), self.vectors.shape[0]))
-        self.scoring = scoring
-        self.counts = None  # (M,) top-K tags won per row
-        self.num_images = 0
-        self._entropy_sum = 0.0
-        self._cosine_sum = 0.0
-
-    def update(self, matrices, scores) -> np.ndarray:
-        """Adds a batch.
-
-        Args:
-            matrices: (B, M, d) the images' matrices.
-            scores: (B, C) their label scores (from the same matrices, `sdl_tf.modeling.scoring`).
-
-        Returns:
-            (B, K) int64 winning row of each image's top-K tags, best tag first.
-        """
-        from sdl_tf.evaluation.metrics import top_k_indices
-        from sdl_tf.modeling.scoring import numpy_scores_and_rows
-
-        matrices = np.asarray(matrices, np.float32)
-        b, m, _ = matrices.shape
-        if self.counts is None:
-            self.counts = np.zeros(m, np.int64)
-        top = top_k_indices(scores, self.k)  # (B, K), same tie-breaking as P/R/F1@K
-        # Only each image's top-K label vectors: (B, M, K) products, never (B, M, C).
-        _, rows = numpy_scores_and_rows(matrices, self.vectors[top], self.scoring)  # (B, K)
-        per_image = (rows[:, :, None] == np.arange(m)).sum(axis=1)  # (B, M) tags won
-        self.counts += per_image.sum(axis=0)
-        self._entropy_sum += float(_entropy(per_image / self.k, axis=1).sum())
-        if m > 1 and b:
-            norms = np.linalg.norm(matrices, axis=2, keepdims=True)
-            unit = matrices / np.maximum(norms, 1e-12)  # a zero row has cosine 0 with any row
-            cos = np.einsum("bmd,bnd->bmn", unit, unit)  # (B, M, M)
-            upper = np.triu_indices(m, k=1)
-            self._cosine_sum += float(cos[:, upper[0], upper[1]].mean(axis=1).sum())
-        self.num_images += b
-        return rows
-
-    def result(self) -> dict:
-        """The aggregate: {"k", "num_rows", "num_images", "share" (M floats, sum 1),
-        "entropy" and "entropy_normalized" (of the shares; nats, / log M), "mean_image_entropy"
-        (+ "_normalized"), "mean_cosine" (None for M = 1)}; None-valued fields when empty."""
-        if not self.num_images:
-            return {"k": self.k, "num_rows": None, "num_images": 0, "share": [],
-                    "entropy": None, "entropy_normalized": None, "mean_image_entropy": None,
-                    "mean_image_entropy_normalized": None, "mean_cosine": None}
-        m = len(self.counts)
-        share = self.counts / self.counts.sum()
-        entropy = float(_entropy(share))
-        image_entropy = self._entropy_sum / self.num_images
-        log_m = np.log(m) if m > 1 else None  # normalising by log 1 = 0 is undefined
-        return {
-            "k": self.k,
-            "num_rows": m,
-            "num_images": self.num_images,
-            "share": [float(x) for x in share],
-            "entropy": entropy,
-            "entropy_normalized": entropy / log_m if log_m else None,
-            "mean_image_entropy": image_entropy,
-            "mean_image_entropy_normalized": image_entropy / log_m if log_m else None,
-            "mean_cosine": self._cosine_sum / self.num_images if m > 1 else None,
-        }
+def _scored_batches(model, dataset, label_space, scoring, random_seed):
+    """Yields (labels (B, C), scores (B, C) float32, matrices (B, M, d) or None) per batch:
+    eq. (1) on the model's matrices, or seeded uniform random scores (`random_seed`)."""
+    # Eq. (1) in NumPy; the scorer reuses its transposed vectors and GEMM workspace per batch.
+    scorer = NumpyScorer(label_space.vectors, scoring)
+    if random_seed is not None:
+        rng = np.random.default_rng(random_seed)
+        for batch in dataset:
+            labels = batch[1].numpy()
+            yield (labels, rng.random((labels.shape[0], label_space.num_labels),
+                                      dtype=np.float32), None)
+        return
+    predict = predict_fn(model)
+    for batch in dataset:
+        labels = batch[1].numpy()
+        matrices = predict(batch[0]).numpy().astype(np.float32)
+        yield labels, scorer.scores(matrices), matrices
 
 
 def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
@@ -197,28 +136,16 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
     """
     import keras
 
-    from sdl_tf.evaluation.metrics import ZSLEvaluator
-    from sdl_tf.modeling.scoring import NumpyScorer
-
     evaluator = ZSLEvaluator(label_space.unseen_indices, ks=tuple(ks),
                              num_labels=label_space.num_labels)
-    # Eq. (1) in NumPy; the scorer reuses its transposed vectors and GEMM workspace per batch.
-    scorer = NumpyScorer(label_space.vectors, scoring)
     diverse = (_DiverseCollector(label_space.unseen_indices, diverse_min_labels)
                if diverse_min_labels is not None else None)
-    rng = np.random.default_rng(random_seed) if random_seed is not None else None
-    predict = _predict_fn(model) if rng is None else None
     rows = (RowUsage(label_space.vectors, row_usage_k or max(ks), scoring)
-            if rng is None else None)
+            if random_seed is None else None)
     bar = keras.utils.Progbar(None, unit_name="image") if progress else None
     seen = 0
-    for batch in dataset:
-        images, labels = batch[0], batch[1].numpy()
-        if rng is not None:
-            scores = rng.random((labels.shape[0], label_space.num_labels), dtype=np.float32)
-        else:
-            matrices = predict(images).numpy().astype(np.float32)
-            scores = scorer.scores(matrices)
+    for labels, scores, matrices in _scored_batches(model, dataset, label_space, scoring,
+                                                    random_seed):
         evaluator.update_scores(scores, labels)  # (checks the scores for NaN first)
         if rows is not None:
             rows.update(matrices, scores)
@@ -228,12 +155,11 @@ def predict_and_evaluate(model, dataset, label_space, ks=(3, 5), scoring="max",
         if bar is not None:
             bar.update(seen)
     if seen == 0:
-        raise ValueError("the evaluation split yielded no images")
+        raise errors.SDLError("the evaluation split yielded no images")
     result = evaluator.result()
     if diverse is not None:
-        result["diverse"] = diverse.result(diverse_k)
-        result["diverse"]["min_labels"] = diverse_min_labels
-        result["diverse"]["k"] = diverse_k
+        result["diverse"] = {**diverse.result(diverse_k), "min_labels": diverse_min_labels,
+                             "k": diverse_k}
     if rows is not None:
         result["row_usage"] = rows.result()
     return result
@@ -270,26 +196,6 @@ def markdown_tables(result: dict, ks, method: str = "SDL") -> str:
     if result.get("row_usage", {}).get("num_images"):
         lines += ["", *row_usage_table(result["row_usage"])]
     return "\n".join(lines) + "\n"
-
-
-def _fmt3(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
-
-
-def row_usage_table(usage: dict) -> list[str]:
-    """Markdown lines: each row's share of the top-K tags (%), then entropy and cosine."""
-    m, k = usage["num_rows"], usage["k"]
-    lines = [f"Row usage (which row of A wins each image's top-{k} tags, eq. 1; Figure 3):", "",
-             "| Row |" + "".join(f" {i + 1} |" for i in range(m)),
-             "|---|" + "---|" * m,
-             "| Share of tags (%) |" + "".join(f" {100 * x:.1f} |" for x in usage["share"]),
-             "",
-             f"Entropy of the shares: {_fmt3(usage['entropy'])} nats "
-             f"({_fmt3(usage['entropy_normalized'])} of log M); mean per-image entropy "
-             f"{_fmt3(usage['mean_image_entropy'])} nats "
-             f"({_fmt3(usage['mean_image_entropy_normalized'])} of log M); mean pairwise cosine "
-             f"between rows {_fmt3(usage['mean_cosine'])} ({usage['num_images']} images)."]
-    return lines
 
 
 def per_label_csv(result: dict, label_space, label_counts) -> str:
@@ -334,78 +240,126 @@ class _CountingDataset:
             yield images, labels
 
 
-def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
-    """Evaluates a trained run (or the random baseline) and writes the results.
-
-    Writes `<prefix>metrics.json`, `<prefix>metrics.md` and `<prefix>per_label_ap.csv` into
-    `cfg.output_dir` (default `<model_dir>/eval`), prefix `<split>_` (`random_<split>_` for the
-    baseline), and prints the markdown tables.
-
-    Returns:
-        The JSON-able result: {"zsl", "gzsl", "diverse", "split", "method", "files", ...}.
-    """
-    from sdl_tf.labels.label_space import LabelSpace
-    from sdl_tf.modeling.model import require_model_dir
-
+def _run_config(cfg: EvalConfig) -> TrainConfig | None:
+    """The evaluated run's config (None without a model dir or `config.json`); checks first
+    that a model's run is finished."""
     if cfg.baseline != "random":
-        require_model_dir(cfg.model_dir, cfg.model_file)
-    run_config = None
-    if cfg.model_dir:
-        cfg_path = os.path.join(cfg.model_dir, "config.json")
-        if tf.io.gfile.exists(cfg_path):
-            run_config = load_config(cfg_path)
-    data_dir = cfg.data_dir or (run_config.data.data_dir if run_config else "")
+        run_dir.require_finished(cfg.model_dir, cfg.model_file)
+    return run_dir.read_config(cfg.model_dir) if cfg.model_dir else None
+
+
+def _settings(cfg: EvalConfig, run_config: TrainConfig | None) -> tuple[str, tuple, str]:
+    """(data_dir, ks, scoring): the flags, else the run's config (saying so), else defaults."""
+    data_dir, ks, scoring = cfg.data_dir, cfg.ks, cfg.scoring
+    inherited = []
+    if run_config is not None:
+        if not data_dir:
+            data_dir = run_config.data.data_dir
+            inherited.append(f"data_dir={data_dir}")
+        if not ks:
+            ks = run_config.eval_ks
+            inherited.append("ks=" + ",".join(str(k) for k in ks))
+        if not scoring:
+            scoring = run_config.scoring
+            inherited.append(f"scoring={scoring}")
+    if inherited:
+        log(f"from the run's {run_dir.CONFIG_FILE}: {', '.join(inherited)}")
     if not data_dir:
-        raise ValueError("--data_dir is required (no config.json in the model dir)")
+        raise errors.ConfigError(
+            f"--data_dir is required (no {run_dir.CONFIG_FILE} in the model dir)")
     data_lib.require_dataset(data_dir)
-    ks = cfg.ks or (run_config.eval_ks if run_config else (3, 5))
-    scoring = cfg.scoring or (run_config.scoring if run_config else "max")
-    data_cfg = run_config.data if run_config else DataConfig()
-    data_cfg = DataConfig(**{**data_cfg.__dict__, "data_dir": data_dir})
+    return data_dir, ks or (3, 5), scoring or "max"
 
+
+def _load(cfg: EvalConfig, run_config: TrainConfig | None, data_dir: str):
+    """(model or None for the random baseline, label space, input image side, method name)."""
     if cfg.baseline == "random":
-        model = None
-        label_space = LabelSpace.load(cfg.model_dir if cfg.model_dir and tf.io.gfile.exists(
-            os.path.join(cfg.model_dir, "labels.json")) else data_dir)
-        image_size = 32  # images are not looked at; decode small
-        method = f"Random (seed {cfg.seed})"
-    else:
-        from sdl_tf.modeling.model import load_model_dir
+        own_labels = cfg.model_dir and tf.io.gfile.exists(
+            run_dir.path(cfg.model_dir, run_dir.LABELS_FILE))
+        label_space = (run_dir.read_label_space(cfg.model_dir) if own_labels
+                       else LabelSpace.load(data_dir))
+        return None, label_space, 32, f"Random (seed {cfg.seed})"  # 32: images not looked at
+    model, label_space = run_dir.load(cfg.model_dir, filename=cfg.model_file)
+    method = "SDL" if (run_config is None or run_config.model.num_rows > 1
+                       or run_config.use_sdw or run_config.use_reg) else "Fast0Tag"
+    if run_config is not None:
+        method += f" (M={run_config.model.num_rows})"
+    return model, label_space, int(model.input_shape[1]), method
 
-        model, label_space = load_model_dir(cfg.model_dir, cfg.model_file)
-        image_size = int(model.input_shape[1])
-        method = "SDL" if (run_config is None or run_config.model.num_rows > 1
-                           or run_config.use_sdw or run_config.use_reg) else "Fast0Tag"
-        if run_config is not None:
-            method += f" (M={run_config.model.num_rows})"
+
+def _with_data_labels(cfg: EvalConfig, label_space, data_dir: str, method: str):
+    """Checks the data's label names against the model's; `unseen_from_data` takes the data's
+    unseen flags. Returns (label space, method name)."""
     data_labels = LabelSpace.load(data_dir)
     if tuple(data_labels.names) != tuple(label_space.names):
-        raise ValueError(f"label space of {data_dir} differs from the model's ({cfg.model_dir})")
+        raise errors.ConfigError(
+            f"label space of {data_dir} differs from the model's ({cfg.model_dir})")
     if cfg.unseen_from_data and not np.array_equal(data_labels.unseen, label_space.unseen):
         log(f"unseen labels from {data_dir} ({len(data_labels.unseen_indices)}), not the "
             f"model's ({len(label_space.unseen_indices)})")
         label_space = dataclasses.replace(label_space, unseen=data_labels.unseen.copy())
         method += " [unseen labels of the data]"
-    data_lib.require_dataset(data_dir, [cfg.split])
+    return label_space, method
+
+
+def _dataset(cfg: EvalConfig, run_config, model, label_space, data_dir: str, image_size: int):
+    """(what to run, its dataset): the model on the split's images, or for a frozen backbone
+    with `feature_cache_dir` the model's head on the split's stored backbone features."""
+    data_cfg = run_config.data if run_config else DataConfig()
+    data_cfg = DataConfig(**{**data_cfg.__dict__, "data_dir": data_dir})
 
     def images():
         return data_lib.eval_dataset(data_cfg, cfg.split, image_size=image_size,
                                      num_labels=label_space.num_labels,
                                      batch_size=cfg.batch_size, max_images=cfg.max_images)
 
-    if (cfg.feature_cache_dir and model is not None and run_config is not None
+    if not (cfg.feature_cache_dir and model is not None and run_config is not None
             and not run_config.model.trainable_backbone):
-        # A frozen backbone's features of this split, computed once for every run on it.
-        from sdl_tf.data import feature_cache
-        from sdl_tf.modeling.model import split_model
+        return model, images()
+    # A frozen backbone's features of this split, computed once for every run on it.
+    feature_model, head = split_model(model)  # the head maps features -> A_i
+    key = feature_cache.eval_store_key(data_dir, cfg.split, run_config.model,
+                                       label_space.num_labels, cfg.max_images)
+    return head, feature_cache.features_eval_dataset(*feature_cache.stored_eval_features(
+        cfg.feature_cache_dir, key, feature_model, images), cfg.batch_size)
 
-        feature_model, model = split_model(model)  # `model` now maps features -> A_i
-        key = feature_cache.eval_store_key(data_dir, cfg.split, run_config.model,
-                                           label_space.num_labels, cfg.max_images)
-        ds = feature_cache.features_eval_dataset(*feature_cache.stored_eval_features(
-            cfg.feature_cache_dir, key, feature_model, images), cfg.batch_size)
-    else:
-        ds = images()
+
+def _write_results(cfg: EvalConfig, result: dict, summary: dict, label_space,
+                   label_counts) -> dict:
+    """Writes the metrics JSON and markdown and the per-label AP CSV; prints the tables."""
+    out_dir = cfg.output_dir or run_dir.path(cfg.model_dir, run_dir.EVAL_DIR)
+    tf.io.gfile.makedirs(out_dir)
+    prefix = f"{'random_' if cfg.baseline else ''}{cfg.split}_"
+    files = {name: os.path.join(out_dir, prefix + name) for name in OUTPUT_FILES}
+    method = summary["method"]
+    table = markdown_tables(result, summary["ks"], method)
+    summary = {**_jsonable(result), **summary, "files": files}
+    write = atomic_io.atomic_write_text
+    write(files["per_label_ap.csv"], per_label_csv(result, label_space, label_counts))
+    write(files["metrics.md"], f"# {method} on {cfg.split}\n\n{table}")
+    write(files["metrics.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print(f"\n{method} on {summary['data_dir']} ({cfg.split}):\n\n{table}", flush=True)
+    log(f"wrote {', '.join(files.values())}")
+    return summary
+
+
+def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
+    """Evaluates a trained run (or the random baseline) and writes the results.
+
+    Writes `<prefix>metrics.json`, `<prefix>metrics.md` and `<prefix>per_label_ap.csv` into
+    `cfg.output_dir` (default `<model_dir>/eval`), prefix `<split>_` (`random_<split>_` for the
+    baseline), and prints the markdown tables. `data_dir`, `ks` and `scoring` default to the
+    run's (`config.json`); a line says which were taken from there.
+
+    Returns:
+        The JSON-able result: {"zsl", "gzsl", "diverse", "split", "method", "files", ...}.
+    """
+    run_config = _run_config(cfg)
+    data_dir, ks, scoring = _settings(cfg, run_config)
+    model, label_space, image_size, method = _load(cfg, run_config, data_dir)
+    label_space, method = _with_data_labels(cfg, label_space, data_dir, method)
+    data_lib.require_dataset(data_dir, [cfg.split])
+    model, ds = _dataset(cfg, run_config, model, label_space, data_dir, image_size)
     counting = _CountingDataset(ds, label_space.num_labels)
     log(f"evaluating {method} on {data_dir} split {cfg.split!r} (K = {list(ks)})")
     result = predict_and_evaluate(
@@ -413,23 +367,8 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> dict:
         random_seed=cfg.seed if cfg.baseline == "random" else None,
         diverse_min_labels=cfg.diverse_min_labels, diverse_k=cfg.diverse_k, progress=progress,
     )
-
-    out_dir = cfg.output_dir or os.path.join(cfg.model_dir, "eval")
-    tf.io.gfile.makedirs(out_dir)
-    prefix = f"{'random_' if cfg.baseline else ''}{cfg.split}_"
-    files = {name: os.path.join(out_dir, prefix + name)
-             for name in ("metrics.json", "metrics.md", "per_label_ap.csv")}
-    table = markdown_tables(result, ks, method)
-    summary = _jsonable(result)
-    summary.update({"method": method, "split": cfg.split, "data_dir": data_dir,
-                    "model_dir": cfg.model_dir, "ks": list(ks), "scoring": scoring,
-                    "files": files})
+    summary = {"method": method, "split": cfg.split, "data_dir": data_dir,
+               "model_dir": cfg.model_dir, "ks": list(ks), "scoring": scoring}
     if cfg.baseline:
         summary["seed"] = cfg.seed
-    write = atomic_io.atomic_write_text
-    write(files["per_label_ap.csv"], per_label_csv(result, label_space, counting.counts))
-    write(files["metrics.md"], f"# {method} on {cfg.split}\n\n{table}")
-    write(files["metrics.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    print(f"\n{method} on {data_dir} ({cfg.split}):\n\n{table}", flush=True)
-    log(f"wrote {', '.join(files.values())}")
-    return summary
+    return _write_results(cfg, result, summary, label_space, counting.counts)

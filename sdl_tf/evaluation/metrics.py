@@ -23,18 +23,16 @@ label), the positives as sparse indices, and the top-K counts; it never builds a
 (the caller scores with `sdl_tf.modeling.scoring`, eq. 1 in GEMM blocks). `update_scores` stores a
 batch and counts its positives and top-K hits in row chunks on the calling thread: each row's top-K
 sorts only the scores at or above a cheap lower bound on its K-th largest score, and that bound pass
-is also the NaN check. AP uses only the ranks of the positives: each label's column is sorted once
-(in column chunks, one worker thread per core: numpy releases the GIL in these copies and sorts, and
-each chunk writes only its own labels, so the results do not depend on the number of threads) and
-the positives' scores are located by binary search; only a positive whose score ties with another
-image's score needs one extra comparison pass over its column.
+is also the NaN check. AP uses only the ranks of the positives
+(`sdl_tf.evaluation.average_precision`: each label's column sorted once, in column chunks on one
+worker thread per core).
 """
 
-import concurrent.futures
 import os
-import threading
 
 import numpy as np
+
+from sdl_tf.evaluation import average_precision
 
 PROTOCOLS = ("zsl", "gzsl")
 
@@ -43,8 +41,6 @@ PROTOCOLS = ("zsl", "gzsl")
 _BLOCK_BYTES = 1 << 26
 # Worker threads of the AP computation (each holds two _BLOCK_BYTES buffers).
 _MAX_AP_THREADS = 4
-# Rows per transposed tile when the AP slabs are built from the row-major score blocks.
-_TILE_ROWS = 256
 # Rows per chunk of `update_scores` (bounds the per-chunk temporaries; merged in order).
 _CHUNK_ROWS = 256
 # Column groups of the top-K bound in `_top_k_bound` (at least 4 K); rows of fewer than two
@@ -379,101 +375,10 @@ class ZSLEvaluator:
 
     def _column_aps(self, columns, keep):
         """Average precision of each label in `columns` over the images where `keep`."""
-        aps = np.full(columns.size, np.nan)
-        kept_index = np.full(self._num_images, -1, np.int64)
-        kept_index[keep] = np.arange(int(keep.sum()))
-        n = int(keep.sum())
-        if n == 0 or columns.size == 0:
-            return aps
-        slot_of_label = np.full(self.num_labels, -1, np.int64)
-        slot_of_label[columns] = np.arange(columns.size)
-        rows = kept_index[np.concatenate(self._pos_rows)]
-        slots = slot_of_label[np.concatenate(self._pos_cols)]
-        valid = (rows >= 0) & (slots >= 0)
-        rows, slots = rows[valid], slots[valid]
-        order = np.lexsort((rows, slots))
-        rows, slots = rows[order], slots[order]
-        bounds = np.searchsorted(slots, np.arange(columns.size + 1))
-
-        blocks = self._score_blocks()
-        block_keep, start = [], 0
-        for block in blocks:
-            block_keep.append(keep[start : start + block.shape[0]])
-            start += block.shape[0]
-        contiguous = bool(np.all(np.diff(columns) == 1))
-        workers = min(_cpu_count(), _MAX_AP_THREADS)
-        # Chunks of at most _BLOCK_BYTES per buffer, and enough of them to keep every worker busy.
-        chunk = int(max(1, min(-(-columns.size // (4 * workers)), _BLOCK_BYTES // (4 * n))))
-        buffers = threading.local()
-
-        def fill(slab, c0, c1):
-            """(labels c0..c1, kept images) slab of the score matrix, one label per row."""
-            offset = 0
-            for block, bk in zip(blocks, block_keep, strict=True):
-                part = (
-                    block[:, columns[c0] : columns[c0] + (c1 - c0)]
-                    if contiguous
-                    else block[:, columns[c0:c1]]
-                )
-                if not bk.all():
-                    part = part[bk]
-                # Transpose in tiles: a whole strided `.T` copy is ~4x slower (and 64-row
-                # tiles ~1.5x slower: more Python calls, shorter contiguous runs per label).
-                for r in range(0, part.shape[0], _TILE_ROWS):
-                    tile = part[r : r + _TILE_ROWS]
-                    slab[:, offset : offset + tile.shape[0]] = tile.T
-                    offset += tile.shape[0]
-
-        def process(c0):
-            c1 = min(c0 + chunk, columns.size)
-            if bounds[c0] == bounds[c1]:
-                return  # no positive in these labels
-            if not hasattr(buffers, "slab"):  # one pair of buffers per worker thread
-                buffers.slab = np.empty((chunk, n), np.float32)
-                buffers.ordered = np.empty((chunk, n), np.float32)
-            slab = buffers.slab[: c1 - c0]
-            fill(slab, c0, c1)
-            # The chunk's positives, grouped by label (ascending), then by image.
-            segments = bounds[c0 : c1 + 1] - bounds[c0]
-            with_pos = np.flatnonzero(np.diff(segments))
-            pos_rows = rows[bounds[c0] : bounds[c1]]
-            pos_labels = slots[bounds[c0] : bounds[c1]] - c0
-            pos_scores = slab[pos_labels, pos_rows]
-            # A sorted copy: the image order in `slab` is needed for ties, which are not rare
-            # (float32 scores of ~1e5 images collide in most label chunks).
-            ordered = buffers.ordered[: c1 - c0]
-            ordered[...] = slab
-            ordered.sort(axis=1)
-            at_or_below = np.empty(pos_rows.size, np.int64)
-            for j in with_pos:  # one binary search per label, the rest per chunk
-                lo, hi = segments[j], segments[j + 1]
-                at_or_below[lo:hi] = ordered[j].searchsorted(pos_scores[lo:hi], side="right")
-            # rank = 1 + (number of higher scores) + (number of equal scores of earlier images).
-            ranks = n - at_or_below + 1
-            # p itself is at at_or_below - 1; another image ties iff the one before is p.
-            before = ordered[pos_labels, np.maximum(at_or_below - 2, 0)]
-            for t in np.flatnonzero((at_or_below >= 2) & (before == pos_scores)):
-                equal = np.flatnonzero(slab[pos_labels[t]] == pos_scores[t])  # image order
-                ranks[t] += np.searchsorted(equal, pos_rows[t])
-            # Ranking a label's positives by rank, the i-th has i positives at or above it.
-            ranks = ranks[np.lexsort((ranks, pos_labels))]
-            precision = (np.arange(ranks.size) - segments[pos_labels] + 1) / ranks
-            for j in with_pos:
-                lo, hi = segments[j], segments[j + 1]
-                aps[c0 + j] = np.add.reduce(precision[lo:hi]) / (hi - lo)
-
-        # Label chunks are independent (each writes only its own `aps` entries) and the work is
-        # numpy copies and sorts, which release the GIL: one thread per core.
-        starts = range(0, columns.size, chunk)
-        workers = min(len(starts), workers)
-        if workers <= 1:
-            for c0 in starts:
-                process(c0)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                for _ in pool.map(process, starts):
-                    pass  # re-raises a worker's exception
-        return aps
+        return average_precision.column_aps(
+            self._score_blocks(), keep, columns, self._pos_rows, self._pos_cols,
+            self.num_labels, workers=min(_cpu_count(), _MAX_AP_THREADS),
+            block_bytes=_BLOCK_BYTES)
 
     def result(self):
         """Returns {"zsl": {...}, "gzsl": {...}} (see module doc; metrics in percent)."""

@@ -210,16 +210,58 @@ def _compute_dtype(dtype):
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
-def sdl_loss_terms(
-    y_true,
-    y_pred,
-    label_vectors,
-    reg_lambda=0.3,
-    use_sdw=True,
-    use_reg=True,
-    scoring="max",
-    mode="paper",
-):
+def _check_settings(scoring, mode):
+    """Raises ValueError for an unknown scoring or loss mode."""
+    scoring_lib.check_scoring(scoring)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _rank_and_sdw(scores, y_true, positive, n_pos, n_neg, vectors, use_sdw):
+    """Eq. (2)'s rank term, already multiplied by eq. (3)'s weight, and that weight (B,)."""
+    ops = keras.ops
+    pair_sum, variance = _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw)
+    rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
+    if use_sdw:  # eq. (3); a constant weight w.r.t. A
+        sdw = ops.stop_gradient(1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance)))
+    else:
+        sdw = ops.ones_like(n_pos)
+    return sdw * rank, sdw
+
+
+def _row_variance(matrices, dtype):
+    """Eq. (4): unbiased variance across the M rows of A, summed over the d columns: (B,).
+
+    Also returns M (a Python int, or a scalar tensor when the static shape is unknown)."""
+    ops = keras.ops
+    num_rows = matrices.shape[1]
+    if num_rows is None:
+        num_rows = ops.shape(matrices)[1]
+    row_mean = ops.mean(matrices, axis=1, keepdims=True)
+    reg = ops.sum(ops.square(matrices - row_mean), axis=(1, 2)) / ops.maximum(
+        ops.cast(num_rows, dtype) - 1.0, 1.0
+    )
+    return reg, num_rows
+
+
+def _combine(rank, reg, n_neg, num_rows, static_rows, reg_lambda, reg_on, mode):
+    """Eq. (5) (`mode="paper"`), or the authors' code's scaling (`mode="official"`)."""
+    ops = keras.ops
+    if mode == "paper":
+        if not reg_on:
+            return rank
+        lt = reg_lambda / ops.maximum(n_neg, 1.0)
+        return (1.0 - lt) * rank + lt * reg
+    # The authors' code only has the regulariser for M > 1 (reg is 0 at M = 1 anyway, and
+    # their M = 1 loss is |N| * rank without the factor 2).
+    if reg_on and (static_rows is None or static_rows > 1):
+        official_reg = 2.0 * ((1.0 - reg_lambda) * n_neg * rank + reg_lambda * reg)
+        return ops.where(ops.cast(num_rows, "int32") > 1, official_reg, n_neg * rank)
+    return n_neg * rank
+
+
+def sdl_loss_terms(y_true, y_pred, label_vectors, reg_lambda=0.3, use_sdw=True, use_reg=True,
+                   scoring="max", mode="paper"):
     """Per-image SDL loss and its terms (eqs. 1-5), cheap and graph compatible.
 
     Args:
@@ -236,9 +278,7 @@ def sdl_loss_terms(
         dict with "loss", "rank", "reg", "sdw", each a (B,) tensor in float32 (float64 if
         `y_pred` is float64). Images without positives get 0 for loss, rank and reg.
     """
-    scoring_lib.check_scoring(scoring)
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_settings(scoring, mode)
     ops = keras.ops
     y_pred = ops.convert_to_tensor(y_pred)
     dtype = _compute_dtype(y_pred.dtype)
@@ -246,48 +286,16 @@ def sdl_loss_terms(
     vectors = ops.cast(ops.convert_to_tensor(label_vectors), dtype)
     y_true = ops.cast(ops.convert_to_tensor(y_true), dtype)
     positive = ops.cast(y_true > 0.5, dtype)  # (B, C); 0 and -1 are both negatives
-    num_labels = ops.shape(positive)[1]
     n_pos = ops.sum(positive, axis=1)  # (B,)
-    n_neg = ops.cast(num_labels, dtype) - n_pos
-    has_pos = n_pos > 0
+    n_neg = ops.cast(ops.shape(positive)[1], dtype) - n_pos
 
     scores = scoring_lib.scores_from_matrices(matrices, vectors, scoring)  # (B, C), eq. (1)
+    rank, sdw = _rank_and_sdw(scores, y_true, positive, n_pos, n_neg, vectors, use_sdw)
+    reg, num_rows = _row_variance(matrices, dtype)
+    loss = _combine(rank, reg, n_neg, num_rows, matrices.shape[1], reg_lambda,
+                    use_reg and reg_lambda != 0, mode)
 
-    pair_sum, variance = _label_set_terms(scores, y_true, positive, n_pos, vectors, use_sdw)
-    rank = pair_sum / ops.maximum(n_pos * n_neg, 1.0)
-    if use_sdw:  # eq. (3); a constant weight w.r.t. A
-        sdw = ops.stop_gradient(1.0 + ops.where(n_pos > 1, variance, ops.zeros_like(variance)))
-    else:
-        sdw = ops.ones_like(n_pos)
-    rank = sdw * rank
-
-    # eq. (4): unbiased variance across the M rows of A, summed over the d columns.
-    num_rows = matrices.shape[1]
-    if num_rows is None:
-        num_rows = ops.shape(matrices)[1]
-    row_mean = ops.mean(matrices, axis=1, keepdims=True)
-    reg = ops.sum(ops.square(matrices - row_mean), axis=(1, 2)) / ops.maximum(
-        ops.cast(num_rows, dtype) - 1.0, 1.0
-    )
-
-    # eq. (5), or the official scaling.
-    reg_on = use_reg and reg_lambda != 0
-    if mode == "paper":
-        if reg_on:
-            lt = reg_lambda / ops.maximum(n_neg, 1.0)
-            loss = (1.0 - lt) * rank + lt * reg
-        else:
-            loss = rank
-    else:
-        # The authors' code only has the regulariser for M > 1 (reg is 0 at M = 1 anyway, and
-        # their M = 1 loss is |N| * rank without the factor 2).
-        static_rows = matrices.shape[1]
-        if reg_on and (static_rows is None or static_rows > 1):
-            official_reg = 2.0 * ((1.0 - reg_lambda) * n_neg * rank + reg_lambda * reg)
-            loss = ops.where(ops.cast(num_rows, "int32") > 1, official_reg, n_neg * rank)
-        else:
-            loss = n_neg * rank
-
+    has_pos = n_pos > 0
     zeros = ops.zeros_like(loss)
     return {
         "loss": ops.where(has_pos, loss, zeros),
@@ -316,16 +324,8 @@ class SDLLoss(keras.losses.Loss):
             float32 (also under mixed precision); "float64" computes in float64.
     """
 
-    def __init__(
-        self,
-        label_vectors,
-        reg_lambda=0.3,
-        use_sdw=True,
-        use_reg=True,
-        scoring="max",
-        mode="paper",
-        **kwargs,
-    ):
+    def __init__(self, label_vectors, reg_lambda=0.3, use_sdw=True, use_reg=True, scoring="max",
+                 mode="paper", **kwargs):
         kwargs.setdefault("name", "sdl_loss")
         super().__init__(**kwargs)
         vectors = np.asarray(label_vectors, dtype=np.float64)
@@ -343,8 +343,21 @@ class SDLLoss(keras.losses.Loss):
         self.scoring = scoring_lib.check_scoring(scoring)
         self.mode = mode
 
-    def call(self, y_true, y_pred):
-        """Per-image loss (B,) for targets (B, C) and matrices (B, M, d)."""
+    def terms(self, y_true, y_pred):
+        """The per-image loss and its terms from one evaluation of eqs. 1-5.
+
+        What training calls: it differentiates "loss" and logs the other terms of the same
+        pass (`sdl_loss_terms` with this loss's settings).
+
+        Args:
+            y_true: (B, C) targets over the seen labels (1 positive, 0 / -1 negative).
+            y_pred: (B, M, d) matrices A.
+
+        Returns:
+            {"loss", "rank", "reg", "sdw"}, each (B,), float32 (float64 for float64 `y_pred`).
+        """
+        y_true = keras.ops.convert_to_tensor(y_true)
+        y_pred = keras.ops.convert_to_tensor(y_pred)
         num_labels = y_true.shape[-1]
         if num_labels is not None and num_labels != self.label_vectors.shape[0]:
             raise ValueError(
@@ -353,16 +366,13 @@ class SDLLoss(keras.losses.Loss):
             )
         dtype = _compute_dtype(y_pred.dtype)
         vectors = self.label_vectors if dtype == "float64" else self._vectors32
-        return sdl_loss_terms(
-            y_true,
-            y_pred,
-            vectors,
-            reg_lambda=self.reg_lambda,
-            use_sdw=self.use_sdw,
-            use_reg=self.use_reg,
-            scoring=self.scoring,
-            mode=self.mode,
-        )["loss"]
+        return sdl_loss_terms(y_true, y_pred, vectors, reg_lambda=self.reg_lambda,
+                              use_sdw=self.use_sdw, use_reg=self.use_reg, scoring=self.scoring,
+                              mode=self.mode)
+
+    def call(self, y_true, y_pred):
+        """Per-image loss (B,) for targets (B, C) and matrices (B, M, d)."""
+        return self.terms(y_true, y_pred)["loss"]
 
     def get_config(self):
         config = super().get_config()

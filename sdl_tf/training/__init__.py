@@ -1,1 +1,2 @@
-"""The training loop: distribution strategy, checkpoints, TensorBoard."""
+"""Training: the task (model, optimizer, the SDL loss, the step) and the loop (epochs,
+strategy, checkpoints, resume, TensorBoard)."""

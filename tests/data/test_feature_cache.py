@@ -1,5 +1,11 @@
-"""Tests for sdl_tf.training.feature_cache: the model split, the epoch order, and frozen-backbone
-training on cached features (same batches after resume, the frozen backbone untouched)."""
+"""Tests for sdl_tf.data.feature_cache: the model split it relies on, the epoch order, the
+per-pipeline batches, the on-disk store reused across runs, and the settings it refuses.
+(Training on cached features: tests/training/test_loop.py; `evaluate --feature_cache_dir`:
+tests/evaluation/test_evaluator.py.)"""
+
+import glob
+import json
+import os
 
 import numpy as np
 import pytest
@@ -7,8 +13,7 @@ import pytest
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig
 from sdl_tf.data import feature_cache
 from sdl_tf.modeling import model as model_lib
-from sdl_tf.modeling.model import load_model_dir
-from sdl_tf.training import trainer as trainer_lib
+from sdl_tf.training import loop
 from tests.helpers.demo_data import demo_dataset
 
 
@@ -80,98 +85,48 @@ def _config(demo_dir, model_dir, **kw):
     return TrainConfig(**base)
 
 
-def test_training_on_cached_features_resumes_exactly_and_keeps_the_backbone(
-        demo_dir, tmp_path, capsys):
-    full = trainer_lib.train(_config(demo_dir, tmp_path / "full"), progress=False)
-    err = capsys.readouterr().err
-    assert "backbone features of" in err and "x 2 view(s)" in err  # image + flip
-    model, _ = load_model_dir(str(tmp_path / "full"))
-    # Interrupted mid epoch 2 (step 6): the same run dir with the later checkpoints gone.
-    import glob
-    import os
-    import shutil
-
-    import tensorflow as tf
-
-    shutil.copytree(tmp_path / "full", tmp_path / "part")
-    ckpt_dir = str(tmp_path / "part" / "checkpoints")
-    for path in glob.glob(os.path.join(ckpt_dir, "ckpt-8.*")):
-        os.remove(path)
-    tf.compat.v1.train.update_checkpoint_state(ckpt_dir, os.path.join(ckpt_dir, "ckpt-6"))
-    os.remove(tmp_path / "part" / "final.keras")
-    resumed = trainer_lib.train(_config(demo_dir, tmp_path / "part"), progress=False)
-    assert resumed["resumed_from_step"] == 6 and resumed["step"] == 8
-    assert resumed["last_loss"] == full["last_loss"]
-    again, _ = load_model_dir(str(tmp_path / "part"))
-    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
-    # The frozen backbone is the seeded initialisation, untouched by training.
-    import keras
-
-    keras.utils.set_random_seed(0)
-    fresh = model_lib.build_model(_config(demo_dir, tmp_path / "x").model)
-    for a, b in zip(fresh.get_layer("tiny").get_weights(), model.get_layer("tiny").get_weights(),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
-    # Validation ran the head on cached float16 features: the full model on the images agrees.
-    from sdl_tf.labels.label_space import LabelSpace
-
-    cfg = _config(demo_dir, tmp_path / "full")
-    direct = trainer_lib.validation_scalars(trainer_lib.validation_result(
-        model, cfg, LabelSpace.load(demo_dir), ("carve", None)), cfg.eval_ks)
-    assert direct["gzsl/mAP"] == pytest.approx(full["val"]["gzsl/mAP"], abs=0.5)
-    assert direct["rows/share_1"] == pytest.approx(full["val"]["rows/share_1"], abs=0.05)
-
-
 def test_feature_cache_dir_reuses_features_across_runs(demo_dir, tmp_path, capsys):
     store = str(tmp_path / "features")
     short = dict(epochs=1, steps_per_epoch=3, feature_cache_dir=store)
-    first = trainer_lib.train(_config(demo_dir, tmp_path / "a", **short), progress=False)
+    first = loop.train(_config(demo_dir, tmp_path / "a", **short), progress=False)
     err = capsys.readouterr().err
     assert "computed once" in err and "stored as" in err
-    again = trainer_lib.train(_config(demo_dir, tmp_path / "b", **short), progress=False)
+    again = loop.train(_config(demo_dir, tmp_path / "b", **short), progress=False)
     err = capsys.readouterr().err
     assert "loaded from" in err and "computed once" not in err
     assert again["last_loss"] == first["last_loss"]
     np.testing.assert_equal(again["val"], first["val"])  # NaN ZSL (no unseen) equal too
     # Another head (M = 1) reuses them; another validation carve does not.
-    trainer_lib.train(_config(demo_dir, tmp_path / "c", **short, model=ModelConfig(
+    loop.train(_config(demo_dir, tmp_path / "c", **short, model=ModelConfig(
         backbone="tiny", weights="none", image_size=32, num_rows=1, dim=16,
         trainable_backbone=False, pooling="attention")), progress=False)
     assert "loaded from" in capsys.readouterr().err
-    trainer_lib.train(_config(demo_dir, tmp_path / "d", **short, data=DataConfig(
+    loop.train(_config(demo_dir, tmp_path / "d", **short, data=DataConfig(
         data_dir=demo_dir, val_split="none", val_fraction=0.3, augment_mode="flip")),
         progress=False)
     assert "computed once" in capsys.readouterr().err
-    import glob
-    import json
-    import os
-
     keys = [json.load(open(p)) for p in glob.glob(os.path.join(store, "*.json"))]
     assert sorted(k["val_fraction"] for k in keys) == [0.2, 0.3]
 
 
-def test_evaluate_with_feature_cache_dir_matches_the_images(demo_dir, tmp_path, capsys):
-    from sdl_tf.config import EvalConfig
-    from sdl_tf.evaluation import evaluator
+def test_no_images_or_too_many_features_are_user_errors(demo_dir, monkeypatch):
+    import tensorflow as tf
 
-    trainer_lib.train(_config(demo_dir, tmp_path / "run", epochs=1, steps_per_epoch=2),
-                      progress=False)
-    run = str(tmp_path / "run")
-    plain = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e0")),
-                               progress=False)
-    capsys.readouterr()
-    store = str(tmp_path / "store")
-    first = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e1"),
-                                          feature_cache_dir=store), progress=False)
-    assert "computed once" in capsys.readouterr().err
-    again = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e2"),
-                                          feature_cache_dir=store), progress=False)
-    assert "loaded from" in capsys.readouterr().err
-    for task in ("zsl", "gzsl"):  # float16 features: mAP within a fraction of a point
-        assert first[task]["mAP"] == pytest.approx(plain[task]["mAP"], abs=0.5)
-        assert again[task]["mAP"] == first[task]["mAP"]
-    assert first["zsl"]["num_images"] == plain["zsl"]["num_images"]
+    from sdl_tf import errors
+    from sdl_tf.labels.label_space import LabelSpace
+
+    model = model_lib.build_model(ModelConfig(backbone="tiny", weights="none", image_size=32,
+                                              num_rows=2, dim=16))
+    features_of, _ = model_lib.split_model(model)
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 3), np.float32))).batch(4)
+    with pytest.raises(errors.SDLError, match="no validation images"):
+        feature_cache.eval_features(features_of, empty)
+    space = LabelSpace.load(demo_dir)
+    monkeypatch.setattr(feature_cache, "MAX_CACHED_FEATURE_BYTES", 1)
+    with pytest.raises(errors.ConfigError, match="smaller --image_size"):
+        feature_cache.extract_train_features(features_of, DataConfig(data_dir=demo_dir), 32,
+                                             space.seen_indices, space.num_labels, flips=False)
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -1,5 +1,6 @@
 """Tests for sdl_tf.evaluation.evaluator / sdl_tf.evaluate: streaming results equal the one-shot
-metrics, the diverse subset (Table 4), the random baseline, output files and the CLI."""
+metrics, the diverse subset (Table 4), the random baseline, output files, what is taken from the
+run's config, stored backbone features and the CLI."""
 
 import csv
 import json
@@ -10,10 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, save_config
+from sdl_tf import errors
+from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from sdl_tf.evaluation import evaluator
 from sdl_tf.evaluation.metrics import evaluate_scores
 from sdl_tf.labels.label_space import LabelSpace
+from sdl_tf.modeling import run_dir
 from sdl_tf.modeling.model import build_model
 from tests.helpers.demo_data import demo_dataset
 from tests.helpers.paths import REPO_ROOT
@@ -32,18 +35,17 @@ def model_dir(demo_dir, tmp_path_factory):
     cfg = TrainConfig(model_dir=str(out), data=DataConfig(data_dir=demo_dir),
                       model=ModelConfig(backbone="tiny", weights="none", image_size=32,
                                         num_rows=2, dim=space.dim), eval_ks=(3, 5))
-    build_model(cfg.model).save(str(out / "final.keras"))
+    build_model(cfg.model).save(run_dir.path(str(out), run_dir.FINAL_MODEL_FILE))
     space.save(str(out))
-    save_config(cfg, str(out / "config.json"))
+    run_dir.write_config(str(out), cfg)
     return str(out)
 
 
 def _all_test_scores(model_dir, demo_dir):
     from sdl_tf.data import pipeline as data_lib
-    from sdl_tf.modeling.model import load_model_dir
     from sdl_tf.modeling.scoring import numpy_scores
 
-    model, space = load_model_dir(model_dir)
+    model, space = run_dir.load(model_dir)
     ds = data_lib.eval_dataset(DataConfig(data_dir=demo_dir), "test", image_size=32,
                                num_labels=space.num_labels, batch_size=32)
     images, labels = next(iter(ds))
@@ -133,9 +135,30 @@ def test_cli_prints_tables(model_dir, tmp_path):
 def test_label_space_mismatch_is_refused(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     LabelSpace.create(["x", "y"], [False, True], rng.normal(size=(2, 4))).save(str(tmp_path))
-    with pytest.raises(ValueError, match="label space"):
+    with pytest.raises(ValueError, match="label space") as refused:
         evaluator.evaluate(EvalConfig(model_dir=model_dir, data_dir=str(tmp_path)),
                             progress=False)
+    assert isinstance(refused.value, errors.SDLError)  # a user's input: one line
+
+
+def test_settings_taken_from_the_run_are_said(model_dir, demo_dir, tmp_path, capsys):
+    evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path / "a")),
+                       progress=False)
+    err = capsys.readouterr().err
+    assert (f"from the run's config.json: data_dir={demo_dir}, ks=3,5, scoring=max"
+            in err), err
+    evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path / "b"),
+                                  ks=(3,), scoring="max"), progress=False)
+    err = capsys.readouterr().err
+    assert f"from the run's config.json: data_dir={demo_dir}\n" in err
+    evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path / "c"),
+                                  data_dir=demo_dir, ks=(3,), scoring="max"), progress=False)
+    assert "from the run's" not in capsys.readouterr().err
+
+
+def test_missing_model_dir_names_the_command_that_writes_it(tmp_path):
+    with pytest.raises(errors.MissingPathError, match="python -m sdl_tf.train"):
+        evaluator.evaluate(EvalConfig(model_dir=str(tmp_path / "nothing")), progress=False)
 
 
 def test_unseen_from_data_scores_a_model_with_the_data_splits_unseen_labels(
@@ -162,112 +185,6 @@ def test_unseen_from_data_scores_a_model_with_the_data_splits_unseen_labels(
     assert np.isnan(plain["zsl"]["mAP"])  # without the data's flags: no unseen label
 
 
-# ----------------------------------------------------------------------------- row usage
-
-
-def _usage(matrices, vectors, k, scoring="max"):
-    from sdl_tf.modeling.scoring import numpy_scores
-
-    usage = evaluator.RowUsage(vectors, k, scoring)
-    rows = usage.update(matrices, numpy_scores(matrices, vectors, scoring))
-    return usage.result(), rows
-
-
-def test_row_usage_one_row_wins_everything():
-    # Row 0 is the sum of all label vectors (scores 1); rows 1, 2 point away (scores -1, -2).
-    vectors = np.eye(4, dtype=np.float32)
-    a = np.stack([np.ones(4), -np.ones(4), -2 * np.ones(4)]).astype(np.float32)
-    result, rows = _usage(np.stack([a, a]), vectors, k=3)
-    assert rows.shape == (2, 3) and (rows == 0).all()
-    assert result["share"] == [1.0, 0.0, 0.0]
-    assert result["entropy"] == 0.0 and result["entropy_normalized"] == 0.0
-    assert result["mean_image_entropy"] == 0.0
-    assert result["num_rows"] == 3 and result["num_images"] == 2 and result["k"] == 3
-    # cos(1, -1) = -1, cos(1, -2) = -1, cos(-1, -2) = 1 -> mean -1/3.
-    assert result["mean_cosine"] == pytest.approx(-1 / 3)
-
-
-def test_row_usage_orthogonal_rows_split_the_tags():
-    # 4 labels, M = 2 orthogonal rows: row 0 wins labels 0, 1; row 1 wins labels 2, 3.
-    vectors = np.eye(4, dtype=np.float32)
-    a = np.array([[2, 1, 0, 0], [0, 0, 1.5, 0.5]], np.float32)
-    result, rows = _usage(a[None], vectors, k=4)
-    # Top-4 in score order: label 0 (2), 2 (1.5), 1 (1), 3 (0.5) -> rows 0, 1, 0, 1.
-    np.testing.assert_array_equal(rows, [[0, 1, 0, 1]])
-    assert result["share"] == [0.5, 0.5]
-    assert result["entropy"] == pytest.approx(np.log(2))
-    assert result["entropy_normalized"] == pytest.approx(1.0)
-    assert result["mean_image_entropy_normalized"] == pytest.approx(1.0)
-    assert result["mean_cosine"] == pytest.approx(0.0, abs=1e-7)
-    # Top-2 only: labels 0 and 2, one per row; top-1: label 0, row 0 only.
-    assert _usage(a[None], vectors, k=2)[0]["share"] == [0.5, 0.5]
-    assert _usage(a[None], vectors, k=1)[0]["share"] == [1.0, 0.0]
-
-
-def test_row_usage_identical_rows_and_aggregation():
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(10, 8)).astype(np.float32)
-    row = rng.normal(size=8).astype(np.float32)
-    same = np.stack([row, 3 * row, row])[None]  # identical directions: cosine 1
-    result, rows = _usage(same, vectors, k=5)
-    assert result["mean_cosine"] == pytest.approx(1.0)
-    # Per-image entropy averages the images; the share entropy pools the tags first.
-    vectors = np.eye(4, dtype=np.float32)
-    img0 = np.array([[1, 1, 1, 1], [0, 0, 0, 0]], np.float32)  # row 0 wins all 4
-    img1 = np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)  # row 1 wins all 4
-    result, _ = _usage(np.stack([img0, img1]), vectors, k=4)
-    assert result["share"] == [0.5, 0.5] and result["entropy"] == pytest.approx(np.log(2))
-    assert result["mean_image_entropy"] == 0.0
-    # A zero row has no direction: cosine 0 with the other, not NaN.
-    assert result["mean_cosine"] == 0.0
-
-
-def test_row_usage_streams_like_one_batch():
-    rng = np.random.default_rng(1)
-    vectors = rng.normal(size=(12, 6)).astype(np.float32)
-    matrices = rng.normal(size=(9, 3, 6)).astype(np.float32)
-    from sdl_tf.modeling.scoring import numpy_scores
-
-    whole, _ = _usage(matrices, vectors, k=5)
-    usage = evaluator.RowUsage(vectors, 5)
-    for lo in range(0, 9, 4):
-        usage.update(matrices[lo:lo + 4], numpy_scores(matrices[lo:lo + 4], vectors))
-    streamed = usage.result()
-    for key in ("share", "entropy", "mean_image_entropy", "mean_cosine"):
-        np.testing.assert_allclose(streamed[key], whole[key], rtol=1e-6)
-    assert sum(whole["share"]) == pytest.approx(1.0)
-    # By hand: the arg-max row of every top-5 label of every image.
-    scores = numpy_scores(matrices, vectors)
-    counts = np.zeros(3)
-    for i in range(9):
-        for c in np.argsort(-scores[i], kind="stable")[:5]:
-            counts[np.argmax(matrices[i] @ vectors[c])] += 1
-    np.testing.assert_allclose(whole["share"], counts / counts.sum())
-
-
-def test_row_usage_single_row():
-    vectors = np.eye(3, dtype=np.float32)
-    result, rows = _usage(np.ones((2, 1, 3), np.float32), vectors, k=10)  # k capped at C = 3
-    assert result["k"] == 3 and (rows == 0).all()
-    assert result["share"] == [1.0] and result["entropy"] == 0.0
-    assert result["entropy_normalized"] is None and result["mean_cosine"] is None
-    table = "\n".join(evaluator.row_usage_table(result))
-    assert "| Share of tags (%) | 100.0 |" in table and "cosine between rows -" in table
-    json.dumps(result)  # JSON-able, no NaN
-
-
-def test_winning_rows_l2_picks_the_largest_magnitude():
-    from sdl_tf.modeling.scoring import numpy_scores_and_rows
-
-    a = np.array([[[1.0, 0.0], [-3.0, 0.0]]], np.float32)
-    vectors = np.array([[1.0, 0.0]], np.float32)
-    assert numpy_scores_and_rows(a, vectors, "max")[1][0, 0] == 0  # 1 > -3
-    assert numpy_scores_and_rows(a, vectors, "l2")[1][0, 0] == 1  # |-3| dominates ||A t||
-    # The same through RowUsage (per-image top-K vectors): one image, one label.
-    for scoring, row in (("max", 0), ("l2", 1)):
-        assert _usage(a, vectors, k=1, scoring=scoring)[1][0, 0] == row
-
-
 def test_evaluate_reports_row_usage(model_dir, tmp_path):
     summary = evaluator.evaluate(EvalConfig(model_dir=model_dir, output_dir=str(tmp_path),
                                              batch_size=10), progress=False)
@@ -284,3 +201,31 @@ def test_evaluate_reports_row_usage(model_dir, tmp_path):
                                             output_dir=str(tmp_path / "r"), ks=(3,)),
                                  progress=False)
     assert "row_usage" not in random
+
+
+def test_evaluate_with_feature_cache_dir_matches_the_images(demo_dir, tmp_path, capsys):
+    from sdl_tf.training import loop
+    from tests.helpers.train_configs import tiny_config, tiny_model
+
+    # A frozen backbone's run (the features of its training images cached too).
+    cfg = tiny_config(demo_dir, tmp_path / "run", epochs=1, steps_per_epoch=2,
+                      checkpoint_every_steps=2, cache_backbone_features=True,
+                      data=DataConfig(data_dir=demo_dir, val_split="none", val_fraction=0.2,
+                                      augment_mode="flip"),
+                      model=tiny_model(trainable_backbone=False, pooling="attention"))
+    loop.train(cfg, progress=False)
+    run = str(tmp_path / "run")
+    plain = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e0")),
+                               progress=False)
+    capsys.readouterr()
+    store = str(tmp_path / "store")
+    first = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e1"),
+                                          feature_cache_dir=store), progress=False)
+    assert "computed once" in capsys.readouterr().err
+    again = evaluator.evaluate(EvalConfig(model_dir=run, output_dir=str(tmp_path / "e2"),
+                                          feature_cache_dir=store), progress=False)
+    assert "loaded from" in capsys.readouterr().err
+    for task in ("zsl", "gzsl"):  # float16 features: mAP within a fraction of a point
+        assert first[task]["mAP"] == pytest.approx(plain[task]["mAP"], abs=0.5)
+        assert again[task]["mAP"] == first[task]["mAP"]
+    assert first["zsl"]["num_images"] == plain["zsl"]["num_images"]

@@ -464,3 +464,22 @@ def test_inside_jit_compiled_step(golden_dir):
     want_loss, want_grad = value_and_grad(y, a)
     assert _rel_err(loss, g["paper_loss_per_image"]) < 1e-5
     np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["paper", "official"])
+def test_terms_of_the_loss_object_are_sdl_loss_terms(golden_dir, mode):
+    """`SDLLoss.terms` (what training logs) is `sdl_loss_terms` with the loss's settings, and
+    its "loss" is what `call` returns per image."""
+    g = _golden_case(golden_dir, 3)
+    settings = dict(reg_lambda=float(g["reg_lambda"]), use_sdw=True, use_reg=True,
+                    scoring="max", mode=mode)
+    loss = losses.SDLLoss(g["wordvecs"], reduction=None, **settings)
+    y, a = tf.constant(g["labels"], tf.float32), tf.constant(g["A"], tf.float32)
+    got = loss.terms(y, a)
+    want = losses.sdl_loss_terms(y, a, g["wordvecs"].astype(np.float32), **settings)
+    assert sorted(got) == ["loss", "rank", "reg", "sdw"]
+    for name in got:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+    np.testing.assert_array_equal(loss(y, a).numpy(), got["loss"].numpy())
+    with pytest.raises(ValueError, match="labels but the loss has"):
+        loss.terms(tf.ones((1, 2)), a[:1])

@@ -1,8 +1,8 @@
 """One worker of the MultiWorkerMirroredStrategy test (run as a subprocess by the test).
 
-    python -m tests.helpers.mw_worker <task_index> <port0,port1> <out.npz>
+    python -m tests.helpers.multi_worker <task_index> <port0,port1> <out.npz>
 
-Builds `sdl_tf.training.trainer.Trainer` under --strategy=multi_worker (cluster from
+Builds `sdl_tf.training.task.SDLTask` under `loop.get_strategy("multi_worker")` (cluster from
 TF_CONFIG), feeds this worker its half of fixed global batches and writes the per-step losses
 and final weights.
 """
@@ -43,12 +43,15 @@ def main():
     import numpy as np
     import tensorflow as tf
 
-    from sdl_tf.training import trainer as trainer_lib
+    from sdl_tf.training import loop
+    from sdl_tf.training.task import SDLTask
+    from tests.helpers import tiny_backbone
 
-    strategy = trainer_lib.get_strategy("multi_worker")
+    tiny_backbone.register()  # config() builds the tests' `tiny` backbone
+    strategy = loop.get_strategy("multi_worker")
     images, targets, vectors = global_batches()
-    trainer = trainer_lib.Trainer(config(), vectors, strategy, total_steps=10)
-    initial = [w.numpy() for w in trainer.model.weights]
+    task = SDLTask(config(), vectors, strategy, total_steps=10)
+    initial = [w.numpy() for w in task.model.weights]
     half = images.shape[1] // 2
 
     def dataset_fn(ctx):
@@ -59,10 +62,10 @@ def main():
 
     losses = []
     for batch in strategy.distribute_datasets_from_function(dataset_fn):
-        losses.append(float(trainer.train_step(batch)["loss"]))
-    arrays = {f"w{i}": w.numpy() for i, w in enumerate(trainer.model.weights)}
+        losses.append(float(task.train_step(batch)["loss"]))
+    arrays = {f"w{i}": w.numpy() for i, w in enumerate(task.model.weights)}
     arrays.update({f"init{i}": w for i, w in enumerate(initial)})
-    np.savez(out, losses=np.array(losses), is_chief=trainer_lib.is_chief(strategy), **arrays)
+    np.savez(out, losses=np.array(losses), is_chief=loop.is_chief(strategy), **arrays)
 
 
 if __name__ == "__main__":
