@@ -36,12 +36,9 @@ import logging
 import os
 from collections.abc import Sequence
 
-from absl import app, flags
-
 from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
-from data_prep.converters import Converted, require_flags, write_converted
-from sdl_tf import config_flags
+from data_prep.converters import Converted, write_converted
 from sdl_tf.config_flags import field
 
 # The standard split (Bansal et al., ECCV 2018; the SDL paper, section 4.1).
@@ -260,46 +257,48 @@ def select_split(
     unseen = {n for n, u in zip(names, unseen_flags, strict=True) if u}
     seen = set(names) - unseen
     counts = {"images_in_annotations": len(files), "selected": 0}
-
-    def bump(reason):
-        counts[reason] = counts.get(reason, 0) + 1
-
     candidates = sorted(files) if image_ids is None else sorted(image_ids)
     if image_ids is not None:
         counts["not_in_id_list"] = len(files) - len(candidates)
     records = []
     for iid in candidates:
-        classes = present[iid]
-        has_seen, has_unseen = bool(classes & seen), bool(classes & unseen)
-        if split == TRAIN:
-            if image_ids is None and has_unseen:
-                bump("excluded_has_unseen_object")
-                continue
-            if not has_seen:
-                bump("excluded_no_seen_object")
-                continue
-            if has_unseen:
-                bump("listed_with_unseen_object")
-            # Training labels are seen classes only (unseen must stay unseen).
-            labels = classes & seen
-        elif split == TEST:
-            if image_ids is None and not has_unseen:
-                bump("excluded_no_unseen_object")
-                continue
-            if image_ids is None and test_requires_seen and not has_seen:
-                bump("excluded_no_seen_object")
-                continue
-            labels = classes & (seen | unseen)
-            if not labels:
-                bump("excluded_no_label")
-                continue
-        else:
-            raise ValueError(f"split must be {TRAIN!r} or {TEST!r}, got {split!r}")
+        labels, count = _image_labels(present[iid], split, seen, unseen,
+                                      listed=image_ids is not None,
+                                      test_requires_seen=test_requires_seen)
+        if count is not None:
+            counts[count] = counts.get(count, 0) + 1
+        if labels is None:
+            continue
         counts["selected"] += 1
-        # Missing/corrupt image files are skipped (and listed) by `common.write_split`.
+        # Missing/corrupt image files are skipped (and listed) by `shards.write_split`.
         records.append(ImageRecord(image_id=str(iid), path=os.path.join(image_dir, files[iid]),
                                    positives=tuple(sorted(index[n] for n in labels))))
     return records, counts
+
+
+def _image_labels(classes: set[str], split: str, seen: set[str], unseen: set[str], *,
+                  listed: bool, test_requires_seen: bool) -> tuple[set[str] | None, str | None]:
+    """The 48/17 rule for one image of `split` holding `classes` (see `select_split`).
+
+    Returns:
+      (its labels, or None when it is left out; the count it adds to, or None).
+    """
+    has_seen, has_unseen = bool(classes & seen), bool(classes & unseen)
+    if split == TRAIN:
+        if not listed and has_unseen:
+            return None, "excluded_has_unseen_object"
+        if not has_seen:
+            return None, "excluded_no_seen_object"
+        # Training labels are seen classes only (unseen must stay unseen).
+        return classes & seen, "listed_with_unseen_object" if has_unseen else None
+    if split == TEST:
+        if not listed and not has_unseen:
+            return None, "excluded_no_unseen_object"
+        if not listed and test_requires_seen and not has_seen:
+            return None, "excluded_no_seen_object"
+        labels = classes & (seen | unseen)
+        return (labels, None) if labels else (None, "excluded_no_label")
+    raise ValueError(f"split must be {TRAIN!r} or {TEST!r}, got {split!r}")
 
 
 def read_coco(config: CocoConfig) -> Converted:
@@ -337,26 +336,17 @@ def prepare(config: CocoConfig) -> dict:
 
 def define_flags() -> None:
     """Defines this entry point's flags (plus the common ones) on the global absl FLAGS."""
-    common.define_common_flags()
-    if "train_annotations" in flags.FLAGS:
-        return
-    config_flags.define_flags(CocoConfig, exclude=("options",))  # options: the common flags
+    converters.define_flags(CocoConfig, common_flags=True)
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    require_flags("train_annotations", "val_annotations", "train_images", "val_images")
-    config = config_flags.config_from_flags(CocoConfig, flags.FLAGS)
-    return converters.run(prepare, config)
+    return converters.main(argv, CocoConfig, prepare, report=converters.print_result, required=(
+        "train_annotations", "val_annotations", "train_images", "val_images"))
 
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-coco`)."""
-    from sdl_tf import cli
-
-    define_flags()
-    cli.run(main)
+    converters.run(main, define_flags)
 
 
 if __name__ == "__main__":

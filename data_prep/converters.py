@@ -1,22 +1,36 @@
-"""Machinery shared by the dataset converters (coco, nus_wide, open_images).
+"""What the data_prep commands share.
 
-A converter's reader returns a `Converted` (label names, unseen flags, per-split records and
-selection counts); `write_converted` builds the label space and writes every split through
-`data_prep.common.write_split`; `run` wraps an entry point's `prepare` call.
+The dataset converters (coco, nus_wide, open_images): a reader returns a `Converted` (label
+names, unseen flags, per-split records and selection counts); `write_converted` builds the
+label space and writes every split through `data_prep.shards.write_split`; `print_result`
+prints the end-of-run lines.
+
+Every data_prep command's entry point (the converters, manifest, demo, mosaics): a module keeps
+its config dataclass and its `prepare`, and its `define_flags` / `main` / `run` are one call
+each to `define_flags`, `main` and `run` here: flags -> frozen config -> `prepare`. Bad inputs
+(`common.DataPrepError`, an `sdl_tf.errors.SDLError`) are not caught here: `sdl_tf.cli.run`
+prints them as one line, `<command>: error: <message>`, and exits with status 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from absl import app, flags
 
-from data_prep import common
+from data_prep import common, labels
 from data_prep.common import ImageRecord
+from data_prep.shards import write_split
+from sdl_tf import cli, config_flags
 from sdl_tf.labels.label_space import LabelSpace
+
+# Flags defined through `define_flags` belong to the command module calling it (absl's key
+# flags, which `--help` lists), as if that module had called DEFINE_* itself.
+flags.disclaim_key_flags()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +53,6 @@ class Converted:
     counts: dict[str, dict[str, int]]
     lookup_names: tuple[str, ...] | None = None
     label_ids: tuple[str, ...] | None = None
-
 
 
 def remap_records(records, old_names, new_names, counts=None):
@@ -67,7 +80,7 @@ def remap_records(records, old_names, new_names, counts=None):
 
 
 def build_converted_label_space(converted: Converted, options: common.CommonOptions):
-    """`common.build_label_space` for a reader's labels, looking vectors up by
+    """`labels.build_label_space` for a reader's labels, looking vectors up by
     `converted.lookup_names` when given.
 
     Returns:
@@ -78,10 +91,10 @@ def build_converted_label_space(converted: Converted, options: common.CommonOpti
                        label_vectors=options.label_vectors,
                        drop_missing=options.drop_missing_labels)
     if converted.lookup_names is None:
-        return common.build_label_space(converted.names, converted.unseen, **vector_args)
+        return labels.build_label_space(converted.names, converted.unseen, **vector_args)
     lookup = converted.lookup_names
     unique = list(dict.fromkeys(lookup))
-    by_lookup, _ = common.build_label_space(unique, [False] * len(unique), **vector_args)
+    by_lookup, _ = labels.build_label_space(unique, [False] * len(unique), **vector_args)
     vector_of = dict(zip(by_lookup.names, by_lookup.vectors, strict=True))
     keep = [i for i, name in enumerate(lookup) if name in vector_of]
     space = LabelSpace(
@@ -94,7 +107,7 @@ def build_converted_label_space(converted: Converted, options: common.CommonOpti
 
 def write_converted(converted: Converted, options: common.CommonOptions, *, source: str,
                     shards: dict[str, int]) -> dict:
-    """Builds + saves the label space and writes every split with `common.write_split`.
+    """Builds + saves the label space and writes every split with `data_prep.shards.write_split`.
 
     Args:
       converted: the reader's output (a split's records may be a one-pass iterable).
@@ -124,7 +137,7 @@ def write_converted(converted: Converted, options: common.CommonOptions, *, sour
         details = converted.counts.setdefault(split, {})
         if dropped:
             details["labels_dropped_without_vector"] = list(dropped)
-        result[split] = common.write_split(
+        result[split] = write_split(
             remap_records(records, converted.names, space.names, details), options.output_dir,
             split,
             num_shards=shards[split], source=source, max_side=options.max_side,
@@ -136,9 +149,9 @@ def write_converted(converted: Converted, options: common.CommonOptions, *, sour
 def print_result(result: dict) -> None:
     """The end-of-run lines: label counts and the selection counts per split (write_split
     already printed each split's table)."""
-    labels = result["labels"]
-    print(f"labels: {labels['num_labels']} ({labels['num_seen']} seen, "
-          f"{labels['num_unseen']} unseen, {len(labels['dropped'])} dropped without a vector)")
+    space = result["labels"]
+    print(f"labels: {space['num_labels']} ({space['num_seen']} seen, "
+          f"{space['num_unseen']} unseen, {len(space['dropped'])} dropped without a vector)")
     for split, counts in result["selection"].items():
         shown = {k: v for k, v in counts.items() if isinstance(v, int)}
         print(f"{split}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
@@ -149,21 +162,63 @@ def print_result(result: dict) -> None:
                   f"{summary['shards_complete']}/{summary['num_shards']}")
 
 
-def run(prepare_fn, config) -> int:
-    """Calls `prepare_fn(config)` for an entry point: prints the result, and turns a
-    DataPrepError into a one-line message and exit status 1 (no traceback)."""
-    try:
-        result = prepare_fn(config)
-    except common.DataPrepError as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print_result(result)
-    return 0
-
-
 def require_flags(*names: str) -> None:
     """UsageError naming the first missing required flag."""
     for name in names:
         if flags.FLAGS[name].value in (None, ""):
             raise app.UsageError(f"--{name} is required")
+
+
+def define_flags(config_cls: type, *, common_flags: bool = False) -> None:
+    """Defines a command's flags on the global absl FLAGS: one per field of `config_cls`
+    (idempotent; entry points only).
+
+    Args:
+      config_cls: the command's frozen config dataclass.
+      common_flags: also the common converter flags (`common.CommonOptions`), read into the
+        config's `options` field (the dataset converters) or into its fields of the same names
+        (manifest); those fields get no flag of their own.
+    """
+    exclude = set()
+    if common_flags:
+        common.define_common_flags()
+        exclude = {"options", *(f.name for f in dataclasses.fields(common.CommonOptions))}
+    own = [f.name for f in dataclasses.fields(config_cls)
+           if f.name not in exclude and f.metadata.get("flag", True)]
+    if own and all(name in flags.FLAGS for name in own):
+        return  # defined already (a clash with another command's flag still raises)
+    config_flags.define_flags(config_cls, exclude=exclude)
+
+
+def main(argv: Sequence[str], config_cls: type, prepare_fn: Callable[[Any], Any], *,
+         required: Sequence[str] = (), report: Callable[[Any], None] | None = None,
+         **values) -> int:
+    """The body of every data_prep command's `main`: flags -> frozen config -> `prepare_fn`.
+
+    Args:
+      argv: what absl left of the command line (the program name only, else a UsageError).
+      config_cls: the config dataclass given to `define_flags`.
+      prepare_fn: the command's library call, given the config.
+      required: flags that must be given (a UsageError names the first one missing).
+      report: prints `prepare_fn`'s result (the dataset converters: `print_result`).
+      **values: config fields given directly instead of read from a flag of their name.
+
+    Returns:
+      0 (the exit status); a bad input raises and `sdl_tf.cli.run` reports it.
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    require_flags(*required)
+    # gensim logs every load at INFO, which absl shows; keep the progress output readable.
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    result = prepare_fn(config_flags.config_from_flags(config_cls, flags.FLAGS, **values))
+    if report is not None:
+        report(result)
+    return 0
+
+
+def run(command_main: Callable[[Sequence[str]], int], command_flags: Callable[[], None]) -> None:
+    """A command's console-script entry point: `command_flags()`, then
+    `sdl_tf.cli.run(command_main)` (absl parses the flags; bad inputs print one line)."""
+    command_flags()
+    cli.run(command_main)

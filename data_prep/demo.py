@@ -36,17 +36,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from data_prep import common
-from sdl_tf import config_flags
+from data_prep import common, converters
+from data_prep.labels import build_label_space
+from data_prep.shards import write_split
 from sdl_tf.config_flags import field
 from sdl_tf.utils import gfile_utils
 
@@ -111,7 +112,8 @@ def swapped(a: int, b: int) -> tuple[int, int]:
     return ca * len(SHAPES) + sb, cb * len(SHAPES) + sa
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill) -> None:
+    """Draws one of `SHAPES` filling `box` (x0, y0, x1, y1) in colour `fill`."""
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     w, h = x1 - x0, y1 - y0
@@ -131,7 +133,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, fill) -> None:
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def _overlap(a, b) -> float:
+def overlap(a, b) -> float:
+    """Intersection of boxes `a` and `b` (x0, y0, x1, y1) over the smaller one's area."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
@@ -154,7 +157,7 @@ def _boxes(rng: np.random.Generator, count: int, size: int) -> list[tuple]:
             side = rng.uniform(0.28, 0.42) * size
             x0, y0 = rng.uniform(0, size - side, size=2)
             box = (x0, y0, x0 + side, y0 + side)
-            if all(_overlap(box, b) < 0.15 for b in boxes):
+            if all(overlap(box, b) < 0.15 for b in boxes):
                 break
         boxes.append(box)
     return boxes
@@ -172,7 +175,7 @@ def render_image(rng: np.random.Generator, labels: list[int], size: int) -> Imag
         colour, shape = names[label].split(" ")
         fill = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + rng.normal(0, 12, 3),
                                              0, 255))
-        _draw_shape(draw, shape, box, fill)
+        draw_shape(draw, shape, box, fill)
     return img
 
 
@@ -238,9 +241,8 @@ def prepare(config: DemoConfig) -> dict:
     vectors_path = os.path.join(out, VECTORS_FILE)
     write_attribute_vectors(vectors_path, config.vector_dim, np.random.default_rng(vec_seq))
     with gfile_utils.local_copy(vectors_path) as local_vectors:  # gensim reads local files only
-        space, _ = common.build_label_space(label_names(), unseen_flags(),
-                                            word_vectors=local_vectors,
-                                            word_vectors_format="word2vec_text")
+        space, _ = build_label_space(label_names(), unseen_flags(), word_vectors=local_vectors,
+                                     word_vectors_format="word2vec_text")
     space = dataclasses.replace(space, source=f"demo attribute vectors ({VECTORS_FILE}, "
                                               f"seed {config.seed})")
     space.save(out)
@@ -260,7 +262,7 @@ def prepare(config: DemoConfig) -> dict:
                 path = os.path.join(tmp, f"{split}_{i:05d}.jpg")
                 render_image(rng, labels, config.image_size).save(path, "JPEG", quality=90)
                 records.append(common.ImageRecord(f"{split}_{i:05d}", path, tuple(sorted(labels))))
-            summaries[split] = common.write_split(
+            summaries[split] = write_split(
                 records, out, split, num_shards=shards,
                 source=f"synthetic demo (seed {config.seed})",
                 num_workers=config.num_workers, progress=config.progress)
@@ -282,27 +284,18 @@ def prepare(config: DemoConfig) -> dict:
     return summaries
 
 
-def main(argv):
-    del argv
-    # gensim logs every load at INFO, which absl shows; keep the progress output readable.
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    config = config_flags.config_from_flags(DemoConfig)
-    try:
-        prepare(config)
-    except common.DataPrepError as e:
-        sys.exit(f"error: {e}")
-
-
 def define_flags() -> None:
-    config_flags.define_flags(DemoConfig)
+    """Defines this entry point's flags on the global absl FLAGS."""
+    converters.define_flags(DemoConfig)
+
+
+def main(argv: Sequence[str]) -> int:
+    return converters.main(argv, DemoConfig, prepare)
 
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-demo`)."""
-    from sdl_tf import cli
-
-    define_flags()
-    cli.run(main)
+    converters.run(main, define_flags)
 
 
 if __name__ == "__main__":

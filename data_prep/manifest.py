@@ -33,13 +33,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import logging
 import math
 import os
 import re
 import sys
+from collections.abc import Sequence
 
-from data_prep import common
+from absl import flags
+
+from data_prep import common, converters, labels, shards
 from sdl_tf import config_flags
 
 _SEPARATORS = re.compile(r"[|;]")
@@ -61,7 +63,8 @@ class ManifestConfig:
     """Options of `prepare` (see the module docstring and `data_prep.common.CommonOptions`)."""
 
     output_dir: str
-    splits: tuple[tuple[str, str], ...]  # (split name, manifest path)
+    splits: tuple[tuple[str, str], ...] = config_flags.field(
+        help="(split name, manifest path) pairs, from --split=NAME=MANIFEST.", flag=False)
     image_root: str = config_flags.field("", "Directory the manifest image paths are relative to.")
     unseen_labels: str | None = config_flags.field(
         None, "File naming the unseen labels, one per line.")
@@ -177,7 +180,7 @@ def prepare(config: ManifestConfig) -> dict:
     """Reads the manifests, builds and saves the label space, writes every split.
 
     Returns:
-      {split: summary} (see `data_prep.common.write_split`); each summary's `details` holds
+      {split: summary} (see `data_prep.shards.write_split`); each summary's `details` holds
       `images_in_manifest` = `num_examples` + `num_skipped` (every listed image is written or
       skipped with a reason, none is dropped).
     """
@@ -196,7 +199,7 @@ def prepare(config: ManifestConfig) -> dict:
     label_names = sorted(all_names)
     if not label_names:
         raise common.DataPrepError("the manifests name no labels")
-    space, dropped = common.build_label_space(
+    space, dropped = labels.build_label_space(
         label_names, [n in unseen for n in label_names], word_vectors=config.word_vectors,
         word_vectors_format=config.word_vectors_format, label_vectors=config.label_vectors,
         drop_missing=config.drop_missing_labels)
@@ -223,7 +226,7 @@ def prepare(config: ManifestConfig) -> dict:
             "images_with_unseen_positives": with_unseen,
             "images_without_positives": sum(1 for r in records if not r.positives),
         }
-        summaries[split] = common.write_split(
+        summaries[split] = shards.write_split(
             records, config.output_dir, split, num_shards=num_shards,
             source=f"manifest {os.path.basename(path)}", max_side=config.max_side,
             num_workers=config.num_workers, num_parts=config.num_parts,
@@ -246,37 +249,23 @@ def _parse_split_flags(values) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def main(argv):
-    del argv
-    # gensim logs every load at INFO, which absl shows; keep the progress output readable.
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    from absl import flags
-
-    f = flags.FLAGS
-    # The common fields (output_dir, word_vectors, ...) are read from the common flags.
-    config = config_flags.config_from_flags(ManifestConfig, f,
-                                            splits=_parse_split_flags(f.split))
-    try:
-        prepare(config)
-    except common.DataPrepError as e:
-        sys.exit(f"error: {e}")
-
-
 def define_flags() -> None:
-    from absl import flags
+    """Defines this entry point's flags (plus the common ones) on the global absl FLAGS."""
+    if "split" not in flags.FLAGS:
+        flags.DEFINE_multi_string("split", None,
+                                  "NAME=MANIFEST (.csv/.tsv/.jsonl); repeat per split.")
+    converters.define_flags(ManifestConfig, common_flags=True)
 
-    common.define_common_flags()
-    flags.DEFINE_multi_string("split", None, "NAME=MANIFEST (.csv/.tsv/.jsonl); repeat per split.")
-    common_fields = [f.name for f in dataclasses.fields(common.CommonOptions)]
-    config_flags.define_flags(ManifestConfig, exclude=("splits", *common_fields))
+
+def main(argv: Sequence[str]) -> int:
+    # The common fields (output_dir, word_vectors, ...) are read from the common flags.
+    return converters.main(argv, ManifestConfig, prepare,
+                           splits=_parse_split_flags(flags.FLAGS.split))
 
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-manifest`)."""
-    from sdl_tf import cli
-
-    define_flags()
-    cli.run(main)
+    converters.run(main, define_flags)
 
 
 if __name__ == "__main__":

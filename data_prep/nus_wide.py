@@ -41,12 +41,9 @@ import os
 import re
 from collections.abc import Sequence
 
-from absl import app, flags
-
 from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
-from data_prep.converters import Converted, require_flags, write_converted
-from sdl_tf import config_flags
+from data_prep.converters import Converted, write_converted
 from sdl_tf.config_flags import field
 
 TRAIN, TEST = "train", "test"
@@ -79,9 +76,6 @@ class NusWideConfig:
         `max(1, num_shards * 2 // 3)` (the official test list is 2/3 the size of train).
       concepts, tag_list, all_tags, labels_dir, image_list, train_list, test_list: override
         the location of one official file (default: its official path under `nus_wide_dir`).
-      word_vectors ... progress: see `data_prep.common` (`build_label_space`, `write_split`).
-      num_shards: shards of the train split; test gets `max(1, num_shards * 2 // 3)` (the
-        official test list is 2/3 the size of the train list).
     """
 
     nus_wide_dir: str = field(help="Folder with the official NUS-WIDE text files.")
@@ -259,7 +253,7 @@ def read_nus_wide(config: NusWideConfig) -> Converted:
       concepts (Concepts81 order). Counts per split: `in_list` (list entries) = `selected`
       + `duplicate_in_list` + `excluded_no_seen_label` (train) / `excluded_no_label` (test).
       Selected images whose file is missing are records too (path: `expected_image_path`):
-      `common.write_split` skips them and lists them with reason "missing".
+      `data_prep.shards.write_split` skips them and lists them with reason "missing".
 
     Raises:
       DataPrepError: naming the file and line of any malformed row or row-count mismatch.
@@ -275,67 +269,87 @@ def read_nus_wide(config: NusWideConfig) -> Converted:
     if len(set(lowered)) != len(lowered):
         raise DataPrepError(f"{tags_path} / {concepts_path}: label names differ only in case")
     unseen = (False,) * len(seen_cols) + (True,) * len(concepts)
+    rows = _image_rows(config, len(tags), concepts, first_concept=len(seen_cols))
     tag_to_label = {j: i for i, j in enumerate(seen_cols)}
+    splits, counts = {}, {}
+    for split, path in ((TRAIN, config.file("train_list")), (TEST, config.file("test_list"))):
+        splits[split], counts[split] = _select_split(config, rows, tag_to_label, split, path)
+        logging.info("%s: %s", split, counts[split])
+    return Converted(names, unseen, splits, counts)
 
+
+@dataclasses.dataclass(frozen=True)
+class _ImageRows:
+    """The labels of every image of Imagelist.txt, by row."""
+
+    list_path: str                   # Imagelist.txt
+    row_of: dict[str, int]           # image key -> its (first) row
+    tag_rows: list[tuple[int, ...]]  # row -> TagList1k columns holding 1
+    concept_rows: list[list[int]]    # row -> label indices of its concepts
+
+
+def _image_rows(config: NusWideConfig, num_tags: int, concepts: list[str],
+                first_concept: int) -> _ImageRows:
+    """Reads Imagelist.txt, AllTags1k.txt and every Labels_<concept>.txt (rows checked)."""
     list_path = config.file("image_list")
     keys = read_image_list(list_path)
     num_images = len(keys)
     logging.info("%s: %d images", list_path, num_images)
-    tag_rows = read_tag_rows(config.file("all_tags"), len(tags), num_images, list_path,
+    tag_rows = read_tag_rows(config.file("all_tags"), num_tags, num_images, list_path,
                              progress=config.options.progress)
     concept_rows: list[list[int]] = [[] for _ in range(num_images)]
     labels_dir = config.file("labels_dir")
     for c, concept in enumerate(concepts):
-        label = len(seen_cols) + c
         for row in read_concept_column(_labels_file(labels_dir, concept), num_images,
                                        list_path):
-            concept_rows[row].append(label)
-
+            concept_rows[row].append(first_concept + c)
     row_of: dict[str, int] = {}
     for row, key in enumerate(keys):
         row_of.setdefault(key, row)
+    return _ImageRows(list_path, row_of, tag_rows, concept_rows)
 
+
+def _select_split(config: NusWideConfig, rows: _ImageRows, tag_to_label: dict[int, int],
+                  split: str, path: str) -> tuple[list[ImageRecord], dict[str, int]]:
+    """The records of one split list (TrainImagelist.txt / TestImagelist.txt) and its counts;
+    `tag_to_label` maps a seen tag's TagList1k column to its label index."""
     flickr_layout = os.path.isdir(os.path.join(config.image_root, "Flickr"))
-    splits, counts = {}, {}
-    for split, path in ((TRAIN, config.file("train_list")), (TEST, config.file("test_list"))):
-        records, done = [], set()
-        n = {"in_list": 0, "selected": 0, "duplicate_in_list": 0}
-        no_label = "excluded_no_seen_label" if split == TRAIN else "excluded_no_label"
-        n[no_label] = 0
-        with _open(path, "image list") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    key = image_key(line)
-                except ValueError as e:
-                    raise DataPrepError(f"{path}:{lineno}: {e}") from e
-                row = row_of.get(key)
-                if row is None:
-                    raise DataPrepError(f"{path}:{lineno}: image {key!r} is not in {list_path}")
-                n["in_list"] += 1
-                if key in done:
-                    n["duplicate_in_list"] += 1
-                    continue
-                done.add(key)
-                positives = [tag_to_label[j] for j in tag_rows[row] if j in tag_to_label]
-                if split == TEST:
-                    # Unseen (concept) labels only at test time: the zero-shot protocol.
-                    positives += concept_rows[row]
-                if not positives:
-                    n[no_label] += 1
-                    continue
-                # A missing file still becomes a record: the writer skips it and lists it
-                # (reason "missing") with every other unusable file, so num_skipped and the
-                # summary's skipped list account for it.
-                image = resolve_image(config.image_root, key) or expected_image_path(
-                    config.image_root, key, flickr_layout)
-                n["selected"] += 1
-                records.append(ImageRecord(image_id=key, path=image,
-                                           positives=tuple(sorted(positives))))
-        splits[split], counts[split] = records, n
-        logging.info("%s: %s", split, n)
-    return Converted(names, unseen, splits, counts)
+    records, done = [], set()
+    n = {"in_list": 0, "selected": 0, "duplicate_in_list": 0}
+    no_label = "excluded_no_seen_label" if split == TRAIN else "excluded_no_label"
+    n[no_label] = 0
+    with _open(path, "image list") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                key = image_key(line)
+            except ValueError as e:
+                raise DataPrepError(f"{path}:{lineno}: {e}") from e
+            row = rows.row_of.get(key)
+            if row is None:
+                raise DataPrepError(f"{path}:{lineno}: image {key!r} is not in {rows.list_path}")
+            n["in_list"] += 1
+            if key in done:
+                n["duplicate_in_list"] += 1
+                continue
+            done.add(key)
+            positives = [tag_to_label[j] for j in rows.tag_rows[row] if j in tag_to_label]
+            if split == TEST:
+                # Unseen (concept) labels only at test time: the zero-shot protocol.
+                positives += rows.concept_rows[row]
+            if not positives:
+                n[no_label] += 1
+                continue
+            # A missing file still becomes a record: the writer skips it and lists it
+            # (reason "missing") with every other unusable file, so num_skipped and the
+            # summary's skipped list account for it.
+            image = resolve_image(config.image_root, key) or expected_image_path(
+                config.image_root, key, flickr_layout)
+            n["selected"] += 1
+            records.append(ImageRecord(image_id=key, path=image,
+                                       positives=tuple(sorted(positives))))
+    return records, n
 
 
 def prepare(config: NusWideConfig) -> dict:
@@ -352,26 +366,17 @@ def prepare(config: NusWideConfig) -> dict:
 
 def define_flags() -> None:
     """Defines this entry point's flags (plus the common ones) on the global absl FLAGS."""
-    common.define_common_flags()
-    if "nus_wide_dir" in flags.FLAGS:
-        return
-    config_flags.define_flags(NusWideConfig, exclude=("options",))  # options: the common flags
+    converters.define_flags(NusWideConfig, common_flags=True)
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    require_flags("nus_wide_dir", "image_root")
-    config = config_flags.config_from_flags(NusWideConfig, flags.FLAGS)
-    return converters.run(prepare, config)
+    return converters.main(argv, NusWideConfig, prepare, report=converters.print_result,
+                           required=("nus_wide_dir", "image_root"))
 
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-nus-wide`)."""
-    from sdl_tf import cli
-
-    define_flags()
-    cli.run(main)
+    converters.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ r"""Writes a synthetic "<attribute> <object>" zero-shot set as a user would: ima
 Tuning data for the from-scratch demo recipe (configs/demo.flags), built like a user's own set
 for `data_prep.manifest`: 64x64 JPEGs with 1-3 objects, labels "<word1> <word2>" from one of
 four attribute families, 15 seen / 5 unseen labels, random Gaussian word vectors in a word2vec
-text file (a label's vector is then the mean of its two words' vectors, `data_prep.common`).
+text file (a label's vector is then the mean of its two words' vectors, `data_prep.labels`).
 
 Families (4 x 5 = 20 labels each; "random" attributes vary but carry no label information):
   texture_shape    solid/striped/dotted/checkered x 5 shapes, colour random
@@ -111,11 +111,11 @@ def render(rng: np.random.Generator, family: str, labels: list[str], size: int) 
         for _ in range(30):  # rejection-sample a placement that keeps each object visible
             x0, y0 = rng.uniform(0, size - side, size=2)
             box = (x0, y0, x0 + side, y0 + side)
-            if all(demo._overlap(box, other) < 0.15 for other in boxes):
+            if all(demo.overlap(box, other) < 0.15 for other in boxes):
                 break
         boxes.append(box)
         mask_img = Image.new("L", (size, size), 0)
-        demo._draw_shape(ImageDraw.Draw(mask_img), shape, box, 255)
+        demo.draw_shape(ImageDraw.Draw(mask_img), shape, box, 255)
         mask = np.asarray(mask_img) > 127
         paint = _texture_mask(a, size, rng) if a in TEXTURES else np.ones((size, size), bool)
         fill = np.where(paint[..., None], colour, 0.3 * colour)

@@ -46,9 +46,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sdl_tf.config import LOSS_MODES as MODES  # the one list of loss scalings
 from sdl_tf.modeling import scoring as scoring_lib
 
-MODES = ("paper", "official")
 # Score given to positive columns in the pairwise term: softplus(-_HUGE - s) is exactly 0 and
 # has zero gradient for any realistic score s, without overflow in float32.
 _HUGE = 1e30

@@ -242,3 +242,6 @@ def test_command_line_with_flagfile(coco_files, tmp_path):
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "broken.json:1:2: invalid JSON" in proc.stderr
+    error_lines = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert len(error_lines) == 1 and error_lines[0].startswith("data_prep.coco: error: "), (
+        proc.stderr[-2000:])

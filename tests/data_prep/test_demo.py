@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data_prep import demo
+from data_prep.common import DataPrepError
 from sdl_tf.data import tfrecord_schema as schema
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.labels.word_vectors import load_word_vectors
@@ -142,5 +143,5 @@ def test_label_vectors_come_from_the_word2vec_text_file(demo_dir):
 
 
 def test_bad_config_raises(tmp_path):
-    with pytest.raises(demo.common.DataPrepError, match="num_train"):
+    with pytest.raises(DataPrepError, match="num_train"):
         demo.prepare(demo.DemoConfig(output_dir=str(tmp_path), num_train=0))

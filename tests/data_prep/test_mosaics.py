@@ -177,30 +177,6 @@ def test_deterministic_under_seed(built, source, tmp_path):
     assert summary["folds"][0]["data_dir"] is None and summary["config"]["seed"] == 3
 
 
-def test_split_photos_disjoint_and_stable():
-    photos = [f"/x/c/p{i}.JPEG" for i in range(10)]
-    train, test = mosaics.split_photos(photos, 0.2, seed=0)
-    assert len(test) == 2 and len(train) == 8 and not set(train) & set(test)
-    # A photo's side depends only on its own name: adding photos never moves existing ones
-    # from test to train unless the quota changes.
-    assert mosaics.split_photos(photos, 0.2, seed=0) == (train, test)
-    assert mosaics.split_photos(photos[:2], 0.2, seed=0)[1] != []
-
-
-def test_wnids_words_layout(tmp_path):
-    (tmp_path / "train" / "n1").mkdir(parents=True)
-    (tmp_path / "train" / "n2").mkdir(parents=True)
-    (tmp_path / "train" / "extra").mkdir(parents=True)
-    for w in ("n1", "n2"):
-        Image.new("RGB", (4, 4)).save(tmp_path / "train" / w / "a.JPEG")
-    (tmp_path / "wnids.txt").write_text("n1\nn2\n")
-    (tmp_path / "words.txt").write_text("n0\tentity\nn1\tEgyptian cat\nn2\trocking chair, rocker\n")
-    classes, unlisted = mosaics.read_classes(str(tmp_path))
-    assert [(c.wnid, c.synonyms, len(c.photos)) for c in classes] == [
-        ("n1", ("Egyptian cat",), 1), ("n2", ("rocking chair", "rocker"), 1)]
-    assert unlisted == ["extra"]
-
-
 def test_errors_name_the_path(source, tmp_path):
     with pytest.raises(DataPrepError, match=r"nowhere/train: not a directory"):
         mosaics.prepare(_config(tmp_path / "nowhere", tmp_path / "o"))
@@ -234,7 +210,8 @@ def test_cli_one_line_error(tmp_path):
         capture_output=True, text=True, timeout=120,
         cwd=REPO_ROOT)
     assert proc.returncode == 1
-    assert f"error: {tmp_path / 'none' / 'train'}: not a directory" in proc.stderr
+    assert (f"data_prep.mosaics: error: {tmp_path / 'none' / 'train'}: not a directory"
+            in proc.stderr)
 
 
 def test_num_unseen_count_or_fraction_and_photo_cap(source, tmp_path):

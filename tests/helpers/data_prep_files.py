@@ -1,8 +1,9 @@
 """Tiny official-format dataset files and images for the converter tests.
 
 Everything is generated here (nothing downloads): a handful of 8x8 images of each kind the
-converters must handle, a word2vec text file covering the fixture label words, and the
-official file layouts of COCO 2014, NUS-WIDE and Open Images v4 with a few images each.
+converters must handle, one file of each kind the image checks must handle (corrupt, CMYK,
+transparent PNG, ...), a word2vec text file covering the fixture label words, and the official
+file layouts of COCO 2014, NUS-WIDE and Open Images v4 with a few images each.
 """
 
 from __future__ import annotations
@@ -47,6 +48,48 @@ def write_image(path: str, kind: str = "jpeg", seed: int = 0) -> str:
     else:
         raise ValueError(f"unknown image kind {kind!r}")
     return path
+
+
+def solid_jpeg(path, size=(20, 12), mode="RGB", color=(200, 30, 30)) -> str:
+    """A one-colour JPEG (quality 90) of `size` in PIL `mode`; returns its path as a string."""
+    Image.new(mode, size, color).save(path, "JPEG", quality=90)
+    return str(path)
+
+
+def write_image_kinds(d) -> dict[str, str]:
+    """One file of each kind the image checks and the writer must handle, in folder `d`
+    (a `pathlib.Path`, created): kind -> path ("missing" names a file that does not exist)."""
+    d.mkdir()
+    p = {}
+    p["rgb"] = solid_jpeg(d / "rgb.jpg")
+    p["gray"] = solid_jpeg(d / "gray.jpg", mode="L", color=128)
+    p["cmyk"] = solid_jpeg(d / "cmyk.jpg", mode="CMYK", color=(0, 255, 255, 0))
+    Image.new("RGBA", (8, 6), (0, 0, 255, 0)).save(d / "alpha.png")  # transparent -> white
+    p["png"] = str(d / "alpha.png")
+    (d / "empty.jpg").write_bytes(b"")
+    p["empty"] = str(d / "empty.jpg")
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        big, "JPEG")
+    (d / "truncated.jpg").write_bytes(big.getvalue()[: len(big.getvalue()) // 2])
+    p["truncated"] = str(d / "truncated.jpg")
+    (d / "notes.jpg").write_text("this is not an image\n")
+    p["text"] = str(d / "notes.jpg")
+    # Corrupt entropy-coded data in a JPEG and a PNG (headers intact).
+    jpeg = bytearray(big.getvalue())
+    jpeg[400:2000] = bytes(range(256)) * 6 + bytes(range(64))
+    (d / "corrupt.jpg").write_bytes(bytes(jpeg))
+    p["corrupt"] = str(d / "corrupt.jpg")
+    png = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(
+        png, "PNG")
+    png = bytearray(png.getvalue())
+    at = png.find(b"IDAT")
+    png[at + 20 : at + 60] = b"\x00" * 40
+    (d / "corrupt.png").write_bytes(bytes(png))
+    p["corrupt_png"] = str(d / "corrupt.png")
+    p["missing"] = str(d / "missing.jpg")
+    return p
 
 
 def write_word2vec(path: str, words, dim: int = 6, seed: int = 0) -> str:
