@@ -2,9 +2,9 @@
 
 Library code raises `SDLError` (or a subclass) when a user's input is wrong: a missing or
 incomplete data dir, model dir or export, a bad flag value, a malformed file. The message names
-the path / flag / line; `hint` is the command that would create what is missing. Only the
-commands (`sdl_tf.cli.run`, `data_prep.converters`) print these, as one line without a
-traceback; any other exception is a bug and keeps its traceback.
+the path / flag / line; `hint` is the command that would create what is missing. Only
+`sdl_tf.cli.run` prints these (every command, the data_prep ones included, runs through it), as
+one line without a traceback; any other exception is a bug and keeps its traceback.
 
 `MissingPathError` is also a `FileNotFoundError`, and `ConfigError` a `ValueError`, so callers
 that catch the builtin still do.
