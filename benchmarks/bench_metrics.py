@@ -55,7 +55,9 @@ def bench_end_to_end(num_images, batch_size, repeats, root):
     from sdl_tf.evaluation import evaluator
     from sdl_tf.labels.label_space import LabelSpace
     from sdl_tf.modeling.model import build_model
+    from tests.helpers import tiny_backbone
 
+    tiny_backbone.register()  # the small model's backbone: the tests' CNN
     data_dir, model_dir = os.path.join(root, "data"), os.path.join(root, "run")
     prepare(DemoConfig(output_dir=data_dir, num_train=1, num_val=1, num_test=num_images,
                        image_size=64, num_samples=0, train_shards=1, progress=False))

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
-from sdl_tf.data import augment, tfrecord_schema  # noqa: E402
+from sdl_tf.data import augment, rand_augment, tfrecord_schema  # noqa: E402
 from sdl_tf.data import pipeline as data_lib  # noqa: E402
 from sdl_tf.labels.label_space import LabelSpace  # noqa: E402
 
@@ -160,7 +160,7 @@ def time_ops(photo: str, size: int, reps: int = 30) -> list[tuple[str, float]]:
     with open(photo, "rb") as f:
         image = augment.decode_resized(tf.constant(f.read()), size)
     out = []
-    for op in augment.RAND_AUGMENT_OPS + ("cutout", "flip", "decode_resized", "decode_eval"):
+    for op in rand_augment.RAND_AUGMENT_OPS + ("cutout", "flip", "decode_resized", "decode_eval"):
         if op == "cutout":
             fn = tf.function(lambda x: augment.cutout(x, tf.constant([1, 2]), size // 2))
         elif op == "flip":
@@ -171,7 +171,7 @@ def time_ops(photo: str, size: int, reps: int = 30) -> list[tuple[str, float]]:
             dec = augment.decode_resized if op == "decode_resized" else data_lib.decode_eval_image
             fn = tf.function(lambda x, dec=dec, data=data: dec(data, size))
         else:
-            fn = tf.function(lambda x, op=op: augment.apply_op(x, op, 0.5))
+            fn = tf.function(lambda x, op=op: rand_augment.apply_op(x, op, 0.5))
         fn(image)
         t0 = time.perf_counter()
         for _ in range(reps):

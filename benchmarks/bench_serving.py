@@ -1,10 +1,11 @@
 """Benchmark: exported SavedModel throughput (JPEG bytes in, scores out) and retrieval latency.
 
 1. For a ResNet50-sized SDL model (random weights, 224 x 224, M = 7, d = 300, C = 1,006 labels)
-   and the demo-sized model (tiny backbone), export with `sdl_tf.serving.export_lib`, load it with
-   `tf.saved_model.load` and time `serving_default` on JPEG bytes at batch 1 and 32 (images/s).
-   For reference, the Keras model on already-decoded uint8 tensors at batch 32 (the ratio shows
-   what in-graph decoding + resizing + scoring costs on top of the network).
+   and the demo-sized model (the tests' tiny backbone, `tests.helpers.tiny_backbone`), export
+   with `sdl_tf.serving.export_lib`, load it with `tf.saved_model.load` and time
+   `serving_default` on JPEG bytes at batch 1 and 32 (images/s). For reference, the Keras model
+   on already-decoded uint8 tensors at batch 32 (the ratio shows what in-graph decoding +
+   resizing + scoring costs on top of the network).
 2. Retrieval over N = 100,000 indexed images (M = 7, d = 300, float32 in memory): latency of one
    query and of a batch of 16, against one pass reading the index from memory (the faster of
    a column sum and a column max over the (N*M, d) array). Target: ratio <= 2.
@@ -62,8 +63,10 @@ def bench_model(name, cfg, num_labels, jpegs, min_seconds):
 
     from sdl_tf.labels.label_space import LabelSpace
     from sdl_tf.modeling.model import build_model
-    from sdl_tf.serving import export_lib
+    from sdl_tf.serving import export_lib, signatures
+    from tests.helpers import tiny_backbone
 
+    tiny_backbone.register()  # the demo-sized model's backbone: the tests' CNN
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     rng = np.random.default_rng(0)
@@ -76,7 +79,7 @@ def bench_model(name, cfg, num_labels, jpegs, min_seconds):
         batch = tf.constant(jpegs[:32])
         r1 = _rate(lambda: serve(image_bytes=one)["scores"].numpy(), 1, min_seconds)
         r32 = _rate(lambda: serve(image_bytes=batch)["scores"].numpy(), 32, min_seconds)
-        images, _ = export_lib.decode_and_resize(batch, (cfg.image_size, cfg.image_size))
+        images, _ = signatures.decode_and_resize(batch, (cfg.image_size, cfg.image_size))
         call = tf.function(lambda x: model(x, training=False))
         keras32 = _rate(lambda: call(images).numpy(), 32, min_seconds)
     print(f"| {name} | {cfg.image_size} | {model.count_params() / 1e6:.1f} M | {r1:.1f} | "

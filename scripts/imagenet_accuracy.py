@@ -84,7 +84,7 @@ def evaluate(imagenet_dir: str, max_per_class: int | None = 50, image_size: int 
     """
     import keras
 
-    from sdl_tf.modeling import backbones, efficientnet_lite
+    from sdl_tf.modeling import efficientnet_lite_weights, layers
 
     wnids = load_wnids()
     index = {w: i for i, w in enumerate(wnids)}
@@ -94,10 +94,10 @@ def evaluate(imagenet_dir: str, max_per_class: int | None = 50, image_size: int 
     if not images:
         raise ValueError(f"{imagenet_dir}: no images of ImageNet-1k classes found")
     start = time.perf_counter()
-    net = efficientnet_lite.efficientnet_lite0((image_size, image_size, 3), weights,
-                                               include_top=True, padding=padding)
+    net = efficientnet_lite_weights.build((image_size, image_size, 3), weights,
+                                          include_top=True, padding=padding)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8")
-    logits = net(backbones.ImagePreprocessing(preprocess)(inputs))
+    logits = net(layers.ImagePreprocessing(preprocess)(inputs))
     model = keras.Model(inputs, logits)
     labels = np.array([index[w] for _, w in images])
     top1 = top5 = 0

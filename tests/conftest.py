@@ -4,6 +4,9 @@ TensorFlow fixes its device list when it first initialises, so the two logical C
 that the MirroredStrategy tests need (DEVELOPERS.md: "2 logical CPUs") are configured here,
 once, before any test touches TensorFlow. Ops without an explicit placement still run on
 CPU:0, so single-device tests are unaffected.
+
+The tests' `tiny` backbone (`tests.helpers.tiny_backbone`) is registered here for the whole
+session; a command run in a subprocess registers it through `tests.helpers.run_with_tiny`.
 """
 
 import os
@@ -18,6 +21,10 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+from tests.helpers import tiny_backbone  # noqa: E402
+
+tiny_backbone.register()
 
 # Reference values of the loss (eqs. 1-5) and the ZSL/GZSL metrics, shipped with the tests;
 # tests/testdata/golden/README.md says what each array is and where the values come from.

@@ -14,11 +14,11 @@ import pytest
 import tensorflow as tf
 
 from data_prep import demo
-from sdl_tf.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from sdl_tf.config import DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainConfig
 from sdl_tf.evaluation import evaluator
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.serving import export_lib, retrieval, tagger
-from sdl_tf.training import trainer
+from sdl_tf.training import loop
 from sdl_tf.utils import atomic_io
 
 gfile = tf.io.gfile
@@ -93,7 +93,7 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
                                         num_rows=2, dim=space.dim),
                       epochs=1, batch_size=8, steps_per_epoch=2, learning_rate=1e-3,
                       checkpoint_every_steps=1, log_every_steps=1, eval_batch_size=8)
-    result = trainer.train(cfg, progress=False)
+    result = loop.train(cfg, progress=False)
     assert result["status"] == "finished" and result["step"] == 2
     run_files = _tree(model_dir)
     for name in ("config.json", "flags.txt", "labels.json", "label_vectors.npy", "final.keras",
@@ -102,7 +102,7 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
     assert any(f.startswith("logs/train/events.out.tfevents") for f in run_files)
     assert any(f.startswith("logs/val/events.out.tfevents") for f in run_files)
     # A rerun recognises the finished run from the ram:// checkpoint and final model.
-    assert trainer.train(cfg, progress=False)["status"] == "already_finished"
+    assert loop.train(cfg, progress=False)["status"] == "already_finished"
 
     summary = evaluator.evaluate(EvalConfig(model_dir=model_dir, batch_size=8), progress=False)
     eval_files = _tree(f"{model_dir}/eval")
@@ -111,7 +111,7 @@ def test_prepare_train_evaluate_export_on_ram(ram_root, tmp_path, monkeypatch):
         assert json.load(f)["gzsl"]["mAP"] == pytest.approx(summary["gzsl"]["mAP"])
 
     version_dir = export_lib.export_from_config(
-        export_lib.ExportConfig(model_dir=model_dir, export_dir=export_dir))
+        ExportConfig(model_dir=model_dir, export_dir=export_dir))
     assert version_dir == f"{export_dir}/sdl/1"
     assert export_lib.next_version(f"{export_dir}/sdl") == 2
     export_files = _tree(f"{export_dir}/sdl")

@@ -1,15 +1,17 @@
 """tf.data input pipelines over the prepared TFRecord shards (`sdl_tf.data.tfrecord_schema`).
 
 Training: shuffled shard order -> parallel deterministic interleave -> per-input-pipeline shard
--> example shuffle -> repeat -> decode + augmentation (`sdl_tf.data.augment`; parallel) ->
-per-replica batches -> prefetch. The training decode does only the work its output needs (DCT
-scaling of large JPEGs, only the crop window when cropping), so training images can differ from
-the evaluation decode (full resolution, unchanged) by the DCT downscale's rounding. Everything random is seeded by (seed, epoch) and, for the
-augmentation, by the example's position in the epoch's stream (stateless ops), so epoch e is the
-same stream in every run. That is what makes resume exact: a restarted run rebuilds epoch e and
-skips the examples it already consumed (before decoding them). With `cache_train_images` a run
-decodes its training images once (`decode_train_images`) and every epoch looks the pixels up by
-the encoded bytes instead of decoding them again: the same stream, less CPU per step.
+-> example shuffle -> repeat -> decode + augmentation (`sdl_tf.data.augment`, and
+`sdl_tf.data.rand_augment`; parallel) -> per-replica batches -> prefetch. The training decode
+does only the work its output needs (DCT scaling of large JPEGs, only the crop window when
+cropping), so training images can differ from the evaluation decode (full resolution,
+unchanged) by the DCT downscale's rounding. Everything random is seeded by (seed, epoch) and,
+for the augmentation, by the example's position in the epoch's stream (stateless ops), so
+epoch e is the same stream in every run. That is what makes resume exact: a restarted run
+rebuilds epoch e and skips the examples it already consumed (before decoding them). With
+`cache_train_images` a run decodes its training images once (`decode_train_images`) and every
+epoch looks the pixels up by the encoded bytes instead of decoding them again: the same stream,
+less CPU per step.
 
 Evaluation: shards in order, decode, resize to the model size, multi-hot targets over all labels.
 
@@ -26,8 +28,10 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from sdl_tf import errors
 from sdl_tf.config import DataConfig
-from sdl_tf.data import augment, tfrecord_schema
+from sdl_tf.data import augment, rand_augment, tfrecord_schema
+from sdl_tf.labels.label_space import LABELS_FILE
 
 AUTOTUNE = tf.data.AUTOTUNE
 _HASH_BUCKETS = 10000
@@ -51,28 +55,26 @@ def require_dataset(data_dir: str, splits=()) -> None:
     """Checks that `data_dir` is a prepared dataset with shards for each of `splits`.
 
     Raises:
-        FileNotFoundError: naming the directory, what is missing and the command that makes it.
+        errors.MissingPathError: naming the directory, what is missing and (as its hint) the
+            command that makes it.
     """
-    from sdl_tf import cli
-
     if not data_dir:
-        raise FileNotFoundError(f"no data dir given: {cli.missing_data_hint('DIR')}")
+        raise errors.MissingPathError("no data dir given", errors.missing_data_hint("DIR"))
+    hint = errors.missing_data_hint(data_dir)
     if not tf.io.gfile.isdir(data_dir):
-        raise FileNotFoundError(f"data dir {data_dir!r} does not exist: "
-                                f"{cli.missing_data_hint(data_dir)}")
-    if not tf.io.gfile.exists(os.path.join(data_dir, "labels.json")):
-        raise FileNotFoundError(f"data dir {data_dir!r} is not a prepared dataset (no labels.json):"
-                                f" {cli.missing_data_hint(data_dir)}")
+        raise errors.MissingPathError(f"data dir {data_dir!r} does not exist", hint)
+    if not tf.io.gfile.exists(os.path.join(data_dir, LABELS_FILE)):
+        raise errors.MissingPathError(
+            f"data dir {data_dir!r} is not a prepared dataset (no {LABELS_FILE})", hint)
     for split in splits:
         try:
             tfrecord_schema.list_shards(data_dir, split)
         except FileNotFoundError:
-            raise FileNotFoundError(
+            raise errors.MissingPathError(
                 f"data dir {data_dir!r} has no '{split}' shards "
-                f"({split}-NNNNN-of-NNNNN{tfrecord_schema.SHARD_SUFFIX}): "
-                f"{cli.missing_data_hint(data_dir)}") from None
+                f"({split}-NNNNN-of-NNNNN{tfrecord_schema.SHARD_SUFFIX})", hint) from None
         except ValueError as e:  # an incomplete or mixed shard set
-            raise FileNotFoundError(f"{e}; {cli.missing_data_hint(data_dir)}") from None
+            raise errors.MissingPathError(str(e), hint) from None
 
 
 def count_examples(data_dir: str, split: str) -> int:
@@ -119,7 +121,7 @@ def _augment_whole(image, seed, image_size: int, flip: bool, cutout: float):
     change can alter a colour word of a label. `augment_mode="resize"` (flip=False, cutout =
     `cfg.cutout`): the geometric part of the authors' COCO training transform (ZS_SDL
     train.py: Resize((224, 224)) then CutoutPIL(0.5), then RandAugment, which
-    `augment.rand_augment` adds when `cfg.rand_augment`).
+    `rand_augment.rand_augment` adds when `cfg.rand_augment`).
 
     Args:
         image: uint8 (image_size, image_size, 3), `augment.decode_resized` of the JPEG.
@@ -232,6 +234,52 @@ def _warn_ignored_flags(cfg: DataConfig) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def _epoch_examples(cfg: DataConfig, epoch_seed: int, num_input_pipelines: int,
+                    input_pipeline_id: int) -> tf.data.Dataset:
+    """(index in the epoch's stream, parsed example) pairs of one input pipeline, repeated:
+    shuffled shard order, deterministic interleave, record-level shard, example shuffle."""
+    files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+    if num_input_pipelines > 1:
+        ds = ds.shard(num_input_pipelines, input_pipeline_id)
+    ds = train_examples(cfg, ds)
+    ds = ds.shuffle(cfg.shuffle_buffer, seed=epoch_seed + 7919 * input_pipeline_id)
+    return ds.repeat().enumerate()
+
+
+def _whole_image_fn(image_size: int, decoded: DecodedImages | None):
+    """image_bytes -> uint8 (image_size, image_size, 3): decoded, or looked up in `decoded`."""
+    if decoded is None:
+        return lambda image_bytes: augment.decode_resized(image_bytes, image_size)
+    index_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        decoded.keys, np.arange(len(decoded.keys), dtype=np.int64)), default_value=-1)
+    pixels = tf.constant(decoded.images)
+    return lambda image_bytes: tf.gather(pixels, index_of.lookup(_image_key(image_bytes)))
+
+
+def _augmented_image(cfg: DataConfig, image_bytes, seed, image_size: int, whole_image):
+    """The training image of one example under `cfg`'s augmentation (seeded by `seed`)."""
+    if not cfg.augment:
+        return whole_image(image_bytes)
+    if cfg.augment_mode == "flip":
+        image = _augment_whole(whole_image(image_bytes), seed, image_size, True, 0.0)
+    elif cfg.augment_mode == "resize":
+        image = _augment_whole(whole_image(image_bytes), seed, image_size, False, cfg.cutout)
+    else:
+        image = _augment(image_bytes, seed, image_size, cfg)
+    if cfg.rand_augment:
+        image = rand_augment.rand_augment(
+            image, tf.random.experimental.stateless_fold_in(seed, _RAND_AUGMENT_STREAM),
+            num_ops=2, magnitude=cfg.rand_augment_factor)
+    return image
+
+
 def train_dataset(
     cfg: DataConfig,
     *,
@@ -272,53 +320,17 @@ def train_dataset(
         decoded = None
     elif decoded is None:
         decoded = decode_train_images(cfg, image_size)
-    files = tfrecord_schema.list_shards(cfg.data_dir, cfg.train_split)
     epoch_seed = seed * 1_000_003 + epoch
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=epoch_seed)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), 8),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    if num_input_pipelines > 1:
-        ds = ds.shard(num_input_pipelines, input_pipeline_id)
-    ds = train_examples(cfg, ds)
-    ds = ds.shuffle(cfg.shuffle_buffer, seed=epoch_seed + 7919 * input_pipeline_id)
-    ds = ds.repeat()
-    ds = ds.enumerate()
+    ds = _epoch_examples(cfg, epoch_seed, num_input_pipelines, input_pipeline_id)
     if skip_batches:
         ds = ds.skip(skip_batches * batch_size)
     seen = tf.constant(seen_indices, tf.int64)
     base = tf.constant([epoch_seed % (2**31 - 1), input_pipeline_id], tf.int64)
-    if decoded is not None:
-        index_of = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-            decoded.keys, np.arange(len(decoded.keys), dtype=np.int64)), default_value=-1)
-        pixels = tf.constant(decoded.images)
-
-    def whole_image(image_bytes):
-        if decoded is None:
-            return augment.decode_resized(image_bytes, image_size)
-        return tf.gather(pixels, index_of.lookup(_image_key(image_bytes)))
+    whole_image = _whole_image_fn(image_size, decoded)
 
     def prepare(index, ex):
-        if cfg.augment:
-            example_seed = tf.cast(tf.stack([base[0] + index, base[1]]), tf.int32)
-            if cfg.augment_mode == "flip":
-                image = _augment_whole(whole_image(ex["image_bytes"]), example_seed, image_size,
-                                       True, 0.0)
-            elif cfg.augment_mode == "resize":
-                image = _augment_whole(whole_image(ex["image_bytes"]), example_seed, image_size,
-                                       False, cfg.cutout)
-            else:
-                image = _augment(ex["image_bytes"], example_seed, image_size, cfg)
-            if cfg.rand_augment:
-                image = augment.rand_augment(
-                    image, tf.random.experimental.stateless_fold_in(example_seed,
-                                                                    _RAND_AUGMENT_STREAM),
-                    num_ops=2, magnitude=cfg.rand_augment_factor)
-        else:
-            image = whole_image(ex["image_bytes"])
+        example_seed = tf.cast(tf.stack([base[0] + index, base[1]]), tf.int32)
+        image = _augmented_image(cfg, ex["image_bytes"], example_seed, image_size, whole_image)
         targets = tfrecord_schema.train_targets(ex["positives"], ex["negatives"], seen,
                                                 num_labels)
         return image, targets

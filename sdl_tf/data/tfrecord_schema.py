@@ -24,6 +24,8 @@ import re
 
 import tensorflow as tf
 
+from sdl_tf import errors
+
 SCHEMA_VERSION = 1
 
 IMAGE_ID_KEY = "image/id"
@@ -164,7 +166,7 @@ def list_shards(data_dir: str, split: str) -> list[str]:
     """Lists the complete, sorted shard set of a split.
 
     Raises:
-      FileNotFoundError: no shard for the split in `data_dir`.
+      errors.MissingPathError: no shard for the split in `data_dir` (a FileNotFoundError).
       ValueError: shards of different set sizes, or some shards of the set are missing (e.g. one
         data-prep part has not finished).
     """
@@ -177,10 +179,9 @@ def list_shards(data_dir: str, split: str) -> list[str]:
             continue
         found.setdefault(int(m.group("total")), set()).add(int(m.group("index")))
     if not found:
-        raise FileNotFoundError(
-            f"no shards '{split}-NNNNN-of-NNNNN{SHARD_SUFFIX}' in {data_dir!r}; "
-            "run a data_prep converter first"
-        )
+        raise errors.MissingPathError(
+            f"no shards '{split}-NNNNN-of-NNNNN{SHARD_SUFFIX}' in {data_dir!r}",
+            errors.missing_data_hint(data_dir))
     if len(found) > 1:
         raise ValueError(
             f"{data_dir!r} holds '{split}' shard sets of different sizes {sorted(found)}; "

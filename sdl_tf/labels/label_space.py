@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from sdl_tf import errors
 from sdl_tf.utils import atomic_io, gfile_utils
 
 LABELS_FILE = "labels.json"
@@ -163,7 +164,7 @@ class LabelSpace:
         vectors_path = os.path.join(directory, VECTORS_FILE)
         for path in (labels_path, vectors_path):
             if not gfile_utils.isfile(path):
-                raise FileNotFoundError(f"label space file {path!r} not found")
+                raise errors.MissingPathError(f"label space file {path!r} not found")
         try:
             with gfile_utils.open_file(labels_path) as f:
                 meta = json.load(f)

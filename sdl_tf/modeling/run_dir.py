@@ -27,6 +27,7 @@ from sdl_tf.config import TrainConfig, load_config, save_config
 from sdl_tf.labels import label_space as label_space_lib
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.modeling import backbones
+from sdl_tf.modeling import model as model_lib
 from sdl_tf.utils import atomic_io, gfile_utils
 
 FLAGS_FILE = "flags.txt"
@@ -78,7 +79,15 @@ def read_config(model_dir: str) -> TrainConfig | None:
 
 
 def read_label_space(model_dir: str) -> LabelSpace:
-    """The label space the run was trained with."""
+    """The label space the run was trained with.
+
+    Raises:
+        errors.MissingPathError: the directory has no `labels.json`.
+    """
+    if not gfile_utils.isfile(path(model_dir, LABELS_FILE)):
+        raise errors.MissingPathError(
+            f"model dir {model_dir!r} has no {LABELS_FILE}: not a training run directory",
+            errors.missing_model_hint(model_dir))
     return LabelSpace.load(model_dir)
 
 
@@ -112,9 +121,9 @@ def load_keras_file(file_path: str, compile: bool = False, safe_mode: bool = Tru
         safe_mode: Keras safe mode; must be False for `hub:` backbones, whose `TFSMLayer`
             reloads an external SavedModel (Keras refuses that in safe mode).
     """
-    # Registers the project's layers and SDLLoss before Keras deserialises them.
+    # Registers SDLLoss before Keras deserialises a compiled model; the layers (`layers`,
+    # `demo_net`, `tresnet`) are registered by this module's import of `model`.
     import sdl_tf.modeling.losses  # noqa: F401
-    import sdl_tf.modeling.model  # noqa: F401
 
     if not gfile_utils.isfile(file_path):
         raise errors.MissingPathError(f"model file not found: {file_path}")
@@ -135,8 +144,6 @@ def load_checkpoint_model(model_dir: str) -> keras.Model:
     Training's `tf.train.Checkpoint` holds the model under `model`; the optimizer and step
     entries are not needed here.
     """
-    from sdl_tf.modeling.model import build_model
-
     config = read_config(model_dir)
     if config is None:
         raise errors.MissingPathError(
@@ -147,7 +154,7 @@ def load_checkpoint_model(model_dir: str) -> keras.Model:
         raise errors.MissingPathError(
             f"no checkpoint found in {path(model_dir, CHECKPOINT_DIR)}",
             errors.missing_model_hint(model_dir))
-    model = build_model(config.model)
+    model = model_lib.build_model(config.model)
     status = tf.train.Checkpoint(model=model).restore(latest)
     status.expect_partial()
     # Every model weight must come from the checkpoint, not from the random initialisation.

@@ -11,7 +11,7 @@ The *winning row* of a tag is the row that gives it its score (the numbers of Fi
 arg-max of eq. (1) for ``"max"``, the row with the largest ``|(A t)_m|`` (the largest
 contribution to the norm) for ``"l2"``. Ties go to the lower row (-0.0 equals 0.0).
 
-Two twins, tested against each other (`tests/test_scoring.py`):
+Two twins, tested against each other (`tests/modeling/test_scoring.py`):
 
 * keras.ops (`scores_from_matrices`, `scores_and_rows`): differentiable, and traceable inside a
   `tf.function`, so the loss, the model and the SavedModel signatures use it.
@@ -23,14 +23,15 @@ Two twins, tested against each other (`tests/test_scoring.py`):
   re-creating them per batch of 64 images at Open Images scale).
 
 Keras is imported inside the keras.ops functions, not at module level: the NumPy users (e.g. a
-retrieval query, `sdl_tf.evaluation.metrics`-only evaluation of saved scores, `sdl_tf.config` for
-`SCORINGS`) then import only NumPy from here. TensorFlow's `tf.math.top_k` in the export is the
-in-graph twin of the one NumPy top-K, `sdl_tf.evaluation.metrics.top_k_indices`.
+retrieval query, `sdl_tf.evaluation.metrics`-only evaluation of saved scores) then import no
+TensorFlow from here. The scoring names are `sdl_tf.config.SCORINGS` (the flags' choices).
+TensorFlow's `tf.math.top_k` in the export is the in-graph twin of the one NumPy top-K,
+`sdl_tf.evaluation.metrics.top_k_indices`.
 """
 
 import numpy as np
 
-SCORINGS = ("max", "l2")
+from sdl_tf.config import SCORINGS  # the one list of scoring names (also the flags' choices)
 
 # Images per GEMM block of the NumPy twin (the workspace is block*M*C float32; measured faster
 # than smaller cache-sized blocks with OpenBLAS on 2 cores).

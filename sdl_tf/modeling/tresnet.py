@@ -11,8 +11,8 @@ LeakyReLU form of the original inplace-ABN network), without the classifier head
     -> layer3: Bottlenecks + SE, blur-pool /2       (B, H/16, W/16, 1024w)
     -> layer4: Bottlenecks, blur-pool /2            (B, H/32, W/32, 2048w)
 
-(w: width factor; 64w is rounded down, so tresnet_m gives F = 2048, tresnet_l 2432.) The SDL
-model (`sdl_tf.modeling.model`) adds the pooling, dropout and projection itself.
+(w: width factor; 64w is rounded down, so tresnet_m gives F = 2048, tresnet_l 2432, tresnet_xl
+2656.) The SDL model (`sdl_tf.modeling.model`) adds the pooling, dropout and projection itself.
 
 Every layer is named after the timm module it replaces (`body.layer2.0.conv1.conv`,
 `body.layer2.0.conv1.bn`, `body.layer3.0.se.fc1`, ...), so a timm state-dict key is
@@ -285,3 +285,8 @@ def tresnet_m(input_shape=(224, 224, 3), weights: str | None = None) -> keras.Mo
 def tresnet_l(input_shape=(224, 224, 3), weights: str | None = None) -> keras.Model:
     """TResNet-L (layers 4/5/18/3, width 1.2, F = 2432): see `build_tresnet`."""
     return build_tresnet("tresnet_l", input_shape, weights)
+
+
+def tresnet_xl(input_shape=(224, 224, 3), weights: str | None = None) -> keras.Model:
+    """TResNet-XL (layers 4/5/24/3, width 1.3, F = 2656): see `build_tresnet`."""
+    return build_tresnet("tresnet_xl", input_shape, weights)

@@ -18,6 +18,7 @@ sees half a file. Use it with `--backbone=tresnet_m --weights=<the .weights.h5>`
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 
@@ -67,6 +68,62 @@ def _unwrap(obj, path: str) -> dict:
     raise ConversionError(f"{path}: not a state dict (a {type(obj).__name__})")
 
 
+def _import_or_refuse(module: str, message: str):
+    """The optional package `module`, or ConversionError(message) when it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConversionError(message) from None
+
+
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    safetensors = _import_or_refuse(
+        "safetensors.numpy", f"{path}: reading .safetensors needs the safetensors package "
+        "(pip install 'sdl-tf[convert]')")
+    try:
+        return dict(safetensors.load_file(path))
+    except Exception as e:  # header/format errors, or dtypes numpy lacks (bfloat16)
+        raise ConversionError(f"{path}: cannot read safetensors file: {e}") from None
+
+
+def _torch_load(torch, path: str):
+    """`torch.load(weights_only=True)`: tensors and plain containers only, never pickled code."""
+    import argparse
+
+    try:
+        # timm's training checkpoints also hold their argparse.Namespace, a plain attribute
+        # bag: allowed.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = (f"it holds a pickled {found.group(1)}, which is not a tensor" if found
+                  else lines[0] if lines else type(e).__name__)
+        raise ConversionError(
+            f"{path}: refused by torch.load(weights_only=True): {reason}; load it where you "
+            "trust it and re-save just the state dict (torch.save(model.state_dict(), ...))"
+        ) from None
+
+
+def _read_torch(path: str) -> dict[str, np.ndarray]:
+    torch = _import_or_refuse(
+        "torch", f"{path}: reading a PyTorch checkpoint needs torch (pip install "
+        "'sdl-tf[convert]'), or convert it to .safetensors elsewhere")
+    state = _unwrap(_torch_load(torch, path), path)
+    out, bad = {}, []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            out[name] = (value.float() if value.is_floating_point() else value).numpy()
+        else:
+            bad.append(str(name))
+    if bad:
+        raise ConversionError(f"{path}: entries that are not tensors: {_names(bad)}")
+    return out
+
+
 def read_checkpoint(path: str) -> dict[str, np.ndarray]:
     """Reads a PyTorch or safetensors checkpoint as float32/int numpy arrays, no torch objects.
 
@@ -84,57 +141,13 @@ def read_checkpoint(path: str) -> dict[str, np.ndarray]:
         raise ConversionError(f"checkpoint not found: {path}")
     lower = path.lower()
     if lower.endswith(SAFETENSORS_SUFFIX):
-        try:
-            from safetensors.numpy import load_file
-        except ImportError:
-            raise ConversionError(
-                f"{path}: reading .safetensors needs the safetensors package "
-                "(pip install 'sdl-tf[convert]')"
-            ) from None
-        try:
-            return dict(load_file(path))
-        except Exception as e:  # header/format errors, or dtypes numpy lacks (bfloat16)
-            raise ConversionError(f"{path}: cannot read safetensors file: {e}") from None
+        return _read_safetensors(path)
     if not lower.endswith(TORCH_SUFFIXES):
         raise ConversionError(
             f"{path}: unknown checkpoint type; expected {SAFETENSORS_SUFFIX} or one of "
             f"{', '.join(TORCH_SUFFIXES)}"
         )
-    try:
-        import torch
-    except ImportError:
-        raise ConversionError(
-            f"{path}: reading a PyTorch checkpoint needs torch (pip install 'sdl-tf[convert]'), "
-            "or convert it to .safetensors elsewhere"
-        ) from None
-    import argparse
-
-    try:
-        # weights_only: tensors and plain containers only, never pickled code. timm's training
-        # checkpoints also hold their argparse.Namespace, a plain attribute bag: allowed.
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        reason = (f"it holds a pickled {found.group(1)}, which is not a tensor" if found
-                  else lines[0] if lines else type(e).__name__)
-        raise ConversionError(
-            f"{path}: refused by torch.load(weights_only=True): {reason}; load it where you "
-            "trust it and re-save just the state dict (torch.save(model.state_dict(), ...))"
-        ) from None
-    state = _unwrap(obj, path)
-    out, bad = {}, []
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach()
-            out[name] = (value.float() if value.is_floating_point() else value).numpy()
-        else:
-            bad.append(str(name))
-    if bad:
-        raise ConversionError(f"{path}: entries that are not tensors: {_names(bad)}")
-    return out
+    return _read_torch(path)
 
 
 _names = weight_mapping.short_list

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdl_tf import errors
+
 MAX_NAMES = 8  # names listed per kind of problem in an error line
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.SDLError, ValueError):
     """The checkpoint cannot be converted (unreadable, or tensors that do not fit the arch)."""
 
 

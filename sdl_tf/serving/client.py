@@ -25,6 +25,7 @@ import urllib.request
 
 import numpy as np
 
+from sdl_tf import errors
 from sdl_tf.config_flags import field
 
 SERVING_DEFAULT = "serving_default"
@@ -32,7 +33,7 @@ SCORE_LABELS = "score_labels"
 MATRICES = "matrices"
 
 
-class ServingError(Exception):
+class ServingError(errors.SDLError):
     """A failed request: HTTP error, server-reported error or malformed reply."""
 
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from sdl_tf.config_flags import field
+from sdl_tf.errors import MissingPathError, SDLError
 from sdl_tf.evaluation.metrics import top_k_indices
 from sdl_tf.modeling import scoring
 from sdl_tf.utils import atomic_io, gfile_utils
@@ -32,7 +33,7 @@ INDEX_VERSION = 1
 _CHUNK_ROWS = 1 << 18
 
 
-class RetrievalError(Exception):
+class RetrievalError(SDLError):
     """Bad index file or query, with a message naming the file or tag."""
 
 
@@ -75,7 +76,10 @@ class RetrievalIndex:
     @classmethod
     def load(cls, path: str) -> RetrievalIndex:
         if not gfile_utils.isfile(path):
-            raise RetrievalError(f"index file {path} not found")
+            raise MissingPathError(
+                f"index file {path} not found",
+                f"build it with `python -m sdl_tf.retrieve index --model=<export or run dir> "
+                f"--images=<images> --index={path}`")
         try:
             # A local copy for gs:// etc.: the .npz zip reader seeks, which GFile may not.
             with gfile_utils.local_copy(path) as local, np.load(local, allow_pickle=False) as f:

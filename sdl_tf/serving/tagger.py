@@ -22,13 +22,14 @@ import sys
 import numpy as np
 
 from sdl_tf.config_flags import field
+from sdl_tf.errors import SDLError, missing_export_hint
 from sdl_tf.evaluation import report
 from sdl_tf.utils import atomic_io, gfile_utils
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-class PredictError(Exception):
+class PredictError(SDLError):
     """Bad arguments or inputs, with a message naming the file or label."""
 
 
@@ -77,7 +78,8 @@ class Tagger:
     """
 
     def __init__(self, path: str):
-        from sdl_tf.serving import export_lib
+        from sdl_tf.modeling import run_dir
+        from sdl_tf.serving import export_lib, signatures
 
         self.path = path
         if export_lib.is_export(path):
@@ -85,27 +87,22 @@ class Tagger:
             self.label_space = self._export.label_space
             self.source = "export"
         elif gfile_utils.isdir(path):
-            from sdl_tf.modeling.model import load_model_dir
-
-            self._model, self.label_space = load_model_dir(path)
-            self._size = export_lib.model_contract(self._model)[0]
+            self._model, self.label_space = run_dir.load(path)
+            self._size = signatures.model_contract(self._model)[0]
             self.source = "keras"
         else:
-            from sdl_tf import cli
-
             raise PredictError(
-                f"--model {path!r} is neither a SavedModel export nor a training run directory: "
-                f"{cli.missing_export_hint(path)}"
-            )
+                f"--model {path!r} is neither a SavedModel export nor a training run directory",
+                missing_export_hint(path))
 
     def _run(self, data: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         import tensorflow as tf
 
-        from sdl_tf.serving import export_lib
+        from sdl_tf.serving import signatures
 
         if self.source == "export":
             return self._export.matrices(data)
-        images, ok = export_lib.decode_and_resize(tf.constant(data, tf.string), self._size)
+        images, ok = signatures.decode_and_resize(tf.constant(data, tf.string), self._size)
         matrices = self._model.predict_on_batch(images)
         matrices = np.where(ok.numpy()[:, None, None], np.asarray(matrices, np.float32), 0.0)
         return matrices.astype(np.float32), ok.numpy()
@@ -121,8 +118,8 @@ class Tagger:
         """
         import tensorflow as tf
 
-        from sdl_tf.serving import export_lib
-        from sdl_tf.serving.export_lib import BAD_IMAGE_ERROR
+        from sdl_tf.serving import signatures
+        from sdl_tf.serving.signatures import BAD_IMAGE_ERROR
 
         try:
             matrices, ok = self._run(data)
@@ -139,7 +136,7 @@ class Tagger:
                 errors.append("" if ok[0] else BAD_IMAGE_ERROR)
             except tf.errors.InvalidArgumentError as e:
                 m = None
-                errors.append("corrupt image data: " + export_lib.op_error_message(e))
+                errors.append("corrupt image data: " + signatures.op_error_message(e))
             outs.append(m)
         shape = next((m.shape[1:] for m in outs if m is not None), None)
         if shape is None:

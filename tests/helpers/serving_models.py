@@ -13,7 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from sdl_tf.labels.label_space import LabelSpace
-from sdl_tf.serving import export_lib
+from sdl_tf.modeling import run_dir
+from sdl_tf.serving import export_lib, signatures
 
 SIZE, M, D = 32, 3, 8
 NAMES = ("red", "green", "blue", "circle", "square")
@@ -73,13 +74,13 @@ def export_tiny(base_dir: str, version: int = 1, top_k: int = 3):
 def write_model_dir(model_dir: str):
     """A model dir as training writes it (final.keras from build_model + tiny backbone, labels)."""
     from sdl_tf.config import ModelConfig
-    from sdl_tf.modeling.model import FINAL_MODEL_NAME, build_model
+    from sdl_tf.modeling.model import build_model
 
     os.makedirs(model_dir, exist_ok=True)
     keras.utils.set_random_seed(3)
     model = build_model(ModelConfig(backbone="tiny", weights="none", image_size=SIZE, num_rows=M,
                                     dim=D))
-    model.save(os.path.join(model_dir, FINAL_MODEL_NAME))
+    model.save(run_dir.path(model_dir, run_dir.FINAL_MODEL_FILE))
     ls = tiny_label_space()
     ls.save(model_dir)
     return model, ls
@@ -87,7 +88,7 @@ def write_model_dir(model_dir: str):
 
 def keras_reference(model, image_bytes):
     """Keras-model matrices on the same decoded images (decode_and_resize run eagerly)."""
-    images, ok = export_lib.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
+    images, ok = signatures.decode_and_resize(tf.constant(image_bytes, tf.string), (SIZE, SIZE))
     return np.asarray(model(images, training=False)), ok.numpy()
 
 

@@ -13,8 +13,8 @@ import types
 import numpy as np
 import pytest
 
-from sdl_tf.modeling import backbones, efficientnet_lite, efficientnet_lite_weights
-from sdl_tf.modeling.tresnet_weights import ConversionError
+from sdl_tf.modeling import backbones, efficientnet_lite, efficientnet_lite_weights, layers
+from sdl_tf.modeling.weight_mapping import ConversionError
 from tests.helpers import torch_files
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.scripts import load_script
@@ -89,7 +89,7 @@ def pth(tmp_path_factory, state):
 
 @pytest.fixture(scope="module")
 def top_model(pth):
-    return efficientnet_lite.efficientnet_lite0((SIZE, SIZE, 3), pth, include_top=True)
+    return efficientnet_lite_weights.build((SIZE, SIZE, 3), pth, include_top=True)
 
 
 def test_every_weight_assigned_once_in_keras_layout(top_model, state):
@@ -138,7 +138,7 @@ def test_registry_builds_from_pth_h5_and_imagenet_package(pth, state, tmp_path, 
     images = np.random.default_rng(2).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     model, mode = backbones.build_backbone("efficientnet_lite0", (SIZE, SIZE, 3), weights=pth)
     assert mode == "lite"
-    x = backbones.ImagePreprocessing(mode)(images)
+    x = layers.ImagePreprocessing(mode)(images)
     features = model(x, training=False).numpy()
     assert features.shape == (2, 2, 2, 1280)
 
@@ -200,9 +200,9 @@ def test_mismatches_named(state, tmp_path):
 
 def test_lite_preprocessing():
     x = np.array([[[[0.0, 127.0, 255.0]]]], np.float32)
-    np.testing.assert_allclose(backbones.ImagePreprocessing("lite")(x).numpy().ravel(),
+    np.testing.assert_allclose(layers.ImagePreprocessing("lite")(x).numpy().ravel(),
                                [-127 / 128, 0.0, 1.0], rtol=1e-6)
-    assert backbones.PREPROCESS_MODES[:4] == ("caffe", "raw", "unit", "symmetric")
+    assert layers.PREPROCESS_MODES[:4] == ("caffe", "raw", "unit", "symmetric")
 
 
 def test_imagenet_accuracy_script(tmp_path, pth, capsys):
@@ -240,6 +240,6 @@ def test_convert_weights_cli(pth, top_model, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"use --backbone=efficientnet_lite0 --weights={dst}" in proc.stdout
-    model = efficientnet_lite.efficientnet_lite0((SIZE, SIZE, 3), str(dst), include_top=True)
+    model = efficientnet_lite_weights.build((SIZE, SIZE, 3), str(dst), include_top=True)
     for a, b in zip(model.weights, top_model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -118,13 +118,13 @@ def compare(out_dir: str, files: list[str], sizes=SIZES) -> dict:
     """Keras (reading each file without torch) vs `reference.npz`: max abs diffs per size."""
     import keras
 
-    from sdl_tf.modeling import efficientnet_lite
+    from sdl_tf.modeling import efficientnet_lite_weights
 
     ref = np.load(os.path.join(out_dir, "reference.npz"))
     results = {}
     for path in files:
         for size in sizes:
-            net = efficientnet_lite.efficientnet_lite0((size, size, 3), path, include_top=True)
+            net = efficientnet_lite_weights.build((size, size, 3), path, include_top=True)
             both = keras.Model(net.input, [net.get_layer("_avg_pooling").output, net.output])
             pooled, logits = both((ref[f"images_{size}"] - 127.0) / 128.0, training=False)
             pooled, logits = keras.ops.convert_to_numpy(pooled), keras.ops.convert_to_numpy(logits)

@@ -1,12 +1,14 @@
-"""Tests for sdl_tf.modeling.model: the input/output contract, save/load round trip,
-load_model_dir."""
+"""Tests for sdl_tf.modeling.model: the input/output contract, save/load round trip (loaded
+with `run_dir.load_keras_file`, as the commands do), row normalisation, attention pooling."""
 
 import keras
 import numpy as np
 import pytest
 
 from sdl_tf.config import ModelConfig
-from sdl_tf.modeling.model import build_model, load_model, load_model_dir
+from sdl_tf.modeling import layers
+from sdl_tf.modeling.model import build_model
+from sdl_tf.modeling.run_dir import load_keras_file
 
 CFG = ModelConfig(backbone="tiny", weights="none", image_size=32, num_rows=3, dim=8)
 
@@ -48,7 +50,7 @@ def test_keras_round_trip_identical(tmp_path):
     model = build_model(CFG)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    loaded = load_model(path)
+    loaded = load_keras_file(path)
     x = _images(seed=3)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     assert [w.shape for w in loaded.weights] == [w.shape for w in model.weights]
@@ -62,7 +64,7 @@ def test_compiled_round_trip_keeps_sdl_loss(tmp_path):
     model.compile(optimizer="adam", loss=SDLLoss(vectors, reg_lambda=0.2, use_sdw=False))
     path = str(tmp_path / "c.keras")
     model.save(path)
-    loaded = load_model(path, compile=True)
+    loaded = load_keras_file(path, compile=True)
     loss = loaded.loss
     assert isinstance(loss, SDLLoss)
     assert loss.reg_lambda == 0.2 and loss.use_sdw is False
@@ -84,22 +86,6 @@ def test_dim_required():
         build_model(ModelConfig(backbone="tiny", weights="none", image_size=32, dim=0))
 
 
-def test_load_model_dir(tmp_path):
-    from sdl_tf.labels.label_space import LabelSpace
-
-    model = build_model(CFG)
-    model.save(str(tmp_path / "final.keras"))
-    space = LabelSpace.create(["a", "b", "c"], [False, False, True],
-                              np.random.default_rng(0).normal(size=(3, 8)))
-    space.save(str(tmp_path))
-    loaded, loaded_space = load_model_dir(str(tmp_path))
-    assert loaded_space.names == ("a", "b", "c")
-    x = _images()
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
-    with pytest.raises(FileNotFoundError, match="finished training run"):
-        load_model_dir(str(tmp_path / "nothing"))
-
-
 def test_row_scale_gives_rows_of_equal_norm_and_round_trips(tmp_path):
     import dataclasses
 
@@ -115,7 +101,7 @@ def test_row_scale_gives_rows_of_equal_norm_and_round_trips(tmp_path):
                                rtol=1e-5, atol=1e-6)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    np.testing.assert_array_equal(load_model(path).predict(x, verbose=0),
+    np.testing.assert_array_equal(load_keras_file(path).predict(x, verbose=0),
                                   model.predict(x, verbose=0))
     # Off by default (the paper): no normalisation layer.
     assert "rows" not in [layer.name for layer in build_model(CFG).layers]
@@ -123,25 +109,13 @@ def test_row_scale_gives_rows_of_equal_norm_and_round_trips(tmp_path):
         ModelConfig(row_scale=-1.0)
 
 
-def test_row_normalization_keeps_zero_rows_finite():
-    from sdl_tf.modeling.model import RowNormalization
-
-    layer = RowNormalization(4.0)
-    rows = keras.ops.convert_to_tensor(np.zeros((1, 2, 3), np.float32))
-    assert np.all(np.asarray(layer(rows)) == 0)
-    with pytest.raises(ValueError, match="scale"):
-        RowNormalization(0.0)
-
-
 def test_attention_pooling_starts_as_average_pooling_and_round_trips(tmp_path):
     import dataclasses
-
-    from sdl_tf.modeling.model import RowAttentionPooling
 
     model = build_model(dataclasses.replace(CFG, pooling="attention", dropout=0.0))
     assert model.output_names == ["matrices"]
     layer = model.get_layer("matrices")
-    assert isinstance(layer, RowAttentionPooling)
+    assert isinstance(layer, layers.RowAttentionPooling)
     x = _images(seed=7)
     feature_model = keras.Model(model.inputs, layer.input)
     features = np.asarray(feature_model(x))  # (B, h, w, C)
@@ -162,11 +136,11 @@ def test_attention_pooling_starts_as_average_pooling_and_round_trips(tmp_path):
                                atol=1e-5)
     path = str(tmp_path / "m.keras")
     model.save(path)
-    np.testing.assert_allclose(load_model(path).predict(x, verbose=0),
+    np.testing.assert_allclose(load_keras_file(path).predict(x, verbose=0),
                                model.predict(x, verbose=0), rtol=1e-6)
     # With row_scale the normalisation comes after the pooling, as for average pooling.
     scaled = build_model(dataclasses.replace(CFG, pooling="attention", row_scale=8.0))
-    assert isinstance(scaled.get_layer("rows"), RowAttentionPooling)
+    assert isinstance(scaled.get_layer("rows"), layers.RowAttentionPooling)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(scaled(x)), axis=-1), 8.0, rtol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         ModelConfig(pooling="max")

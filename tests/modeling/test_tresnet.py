@@ -15,7 +15,8 @@ import pytest
 
 from sdl_tf.config import ModelConfig
 from sdl_tf.modeling import backbones, tresnet, tresnet_weights
-from sdl_tf.modeling.model import build_model, load_model
+from sdl_tf.modeling.model import build_model
+from sdl_tf.modeling.run_dir import load_keras_file
 from tests.helpers.paths import REPO_ROOT
 
 # timm 1.0's tresnet_m state dict: 434 entries = 372 tensors + 60 num_batches_tracked + head.fc
@@ -112,7 +113,7 @@ def test_sdl_model_with_tresnet_backbone_round_trips(tmp_path):
     assert out.shape == (2, 2, 8)
     path = str(tmp_path / "sdl_tresnet.keras")
     model.save(path)
-    reloaded = load_model(path)
+    reloaded = load_keras_file(path)
     np.testing.assert_allclose(reloaded(images, training=False).numpy(), out, rtol=1e-5,
                                atol=1e-5)
 

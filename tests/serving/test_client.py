@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from sdl_tf.serving import client as sc
-from sdl_tf.serving.export_lib import op_error_message
+from sdl_tf.serving.signatures import op_error_message
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.serving_models import ATOL, NAMES, export_tiny, make_images
 
