@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 
 import numpy as np
 
@@ -31,12 +32,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 def _median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: graph tracing / allocator
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def torch_side(out_dir: str, weights: str, size: int, batch: int, repeats: int) -> None:
@@ -49,11 +45,11 @@ def torch_side(out_dir: str, weights: str, size: int, batch: int, repeats: int) 
     torch.manual_seed(0)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     if weights == "random":
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.running_var.uniform_(0.5, 2.0)
+        batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        with torch.no_grad():  # non-trivial scales, so a mismatched BN would show
+            for m in batch_norms:
+                m.weight.uniform_(0.5, 1.5)
+                m.running_var.uniform_(0.5, 2.0)
         from_timm = {v: k for k, v in to_timm.items()}
         state = {from_timm[k]: v for k, v in model.state_dict().items()}
         torch.save(state, os.path.join(out_dir, "random.pth"),

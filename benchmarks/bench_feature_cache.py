@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from sdl_tf.data import feature_cache  # noqa: E402
 from sdl_tf.labels.label_space import LabelSpace  # noqa: E402
-from sdl_tf.training import trainer as trainer_lib  # noqa: E402
+from sdl_tf.training import task as task_lib  # noqa: E402
 
 flags.DEFINE_integer("images", 640, "Training images to write and extract.")
 flags.DEFINE_integer("image_size", 256, "Model input side.")
@@ -47,7 +47,7 @@ def _data(out: str) -> str:
     return out
 
 
-def _trainer(data_dir: str, cached: bool):
+def _task(data_dir: str, cached: bool):
     space = LabelSpace.load(data_dir)
     cfg = TrainConfig(
         model_dir="unused", batch_size=FLAGS.batch, cache_backbone_features=cached,
@@ -55,7 +55,7 @@ def _trainer(data_dir: str, cached: bool):
         model=ModelConfig(backbone="efficientnet_lite0", weights="none",
                           image_size=FLAGS.image_size, num_rows=4, dim=space.dim,
                           pooling="attention", row_scale=8, trainable_backbone=False))
-    return cfg, space, trainer_lib.Trainer(cfg, space.seen_vectors,
+    return cfg, space, task_lib.SDLTask(cfg, space.seen_vectors,
                                            tf.distribute.get_strategy(), total_steps=10_000)
 
 
@@ -73,8 +73,8 @@ def main(argv):
     del argv
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = _data(os.path.join(tmp, "data"))
-        cfg, space, cached = _trainer(data_dir, cached=True)
-        _, _, plain = _trainer(data_dir, cached=False)
+        cfg, space, cached = _task(data_dir, cached=True)
+        _, _, plain = _task(data_dir, cached=False)
         n, size = FLAGS.images, FLAGS.image_size
         rng = np.random.default_rng(0)
         images = tf.constant(rng.integers(0, 256, (FLAGS.batch, size, size, 3), np.uint8))

@@ -149,6 +149,13 @@ def bench_open_images(num_images, batch_size, repeats):
     return {"images": num_images, "eval_s": best_eval, "bare_s": best_bare}
 
 
+def _print_ratio(n: int, measured: tuple, floor: tuple) -> None:
+    """Both times with their images/s, then the ratio measured / floor."""
+    for name, seconds in (measured, floor):
+        print(f"    {name:13s} {seconds:7.2f} s  {n / seconds:8.1f} images/s")
+    print(f"    ratio {measured[0]} / {floor[0]}: {measured[1] / floor[1]:.2f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demo_images", type=int, default=2000,
@@ -167,17 +174,13 @@ def main():
         n = r["images"]
         print(f"(a) sdl_tf.evaluation.evaluator.evaluate end to end, tiny model, {n} images 64x64, "
               f"C = {r['labels']}, batch {args.batch_size}")
-        print(f"    end to end   {r['e2e_s']:7.2f} s  {n / r['e2e_s']:8.1f} images/s")
-        print(f"    forward only {r['forward_s']:7.2f} s  {n / r['forward_s']:8.1f} images/s")
-        print(f"    ratio end to end / forward: {r['e2e_s'] / r['forward_s']:.2f}", flush=True)
+        _print_ratio(n, ("end to end", r["e2e_s"]), ("forward only", r["forward_s"]))
     if args.num_images:
         r = bench_open_images(args.num_images, args.batch_size, args.repeats)
         n = r["images"]
         print(f"(b) scores + metrics as evaluate runs them, {n} images x C = {C:,} "
               f"({UNSEEN} unseen), M = {M}, d = {D}, ks = {KS}, batch {args.batch_size}")
-        print(f"    evaluation    {r['eval_s']:7.2f} s  {n / r['eval_s']:8.1f} images/s")
-        print(f"    bare GEMM     {r['bare_s']:7.2f} s  {n / r['bare_s']:8.1f} images/s")
-        print(f"    ratio evaluation / bare GEMM: {r['eval_s'] / r['bare_s']:.2f}", flush=True)
+        _print_ratio(n, ("evaluation", r["eval_s"]), ("bare GEMM", r["bare_s"]))
 
 
 if __name__ == "__main__":

@@ -180,8 +180,8 @@ def time_ops(photo: str, size: int, reps: int = 30) -> list[tuple[str, float]]:
     return out
 
 
-def _trainer(batch: int, num_seen: int):
-    from sdl_tf.training import trainer as trainer_lib
+def _task(batch: int, num_seen: int):
+    from sdl_tf.training import task as task_lib
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(num_seen, DIM)).astype(np.float32)
@@ -189,7 +189,7 @@ def _trainer(batch: int, num_seen: int):
     model = ModelConfig(backbone=FLAGS.step_backbone, weights="none", image_size=224,
                         num_rows=7, dim=DIM)
     cfg = TrainConfig(model_dir="unused", model=model, batch_size=batch)
-    return trainer_lib.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
+    return task_lib.SDLTask(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
 
 
 def time_steps(trainer, batches, steps: int) -> float:
@@ -262,7 +262,7 @@ def main(argv):
                 print(f"  {op:<16} {ips:8.0f}")
     if FLAGS.step_steps:
         space = LabelSpace.load(data_dir)
-        trainer = _trainer(FLAGS.step_batch, len(space.seen_indices))
+        trainer = _task(FLAGS.step_batch, len(space.seen_indices))
         rng = np.random.default_rng(0)
         memory = (tf.constant(rng.integers(0, 256, (FLAGS.step_batch, 224, 224, 3), np.uint8)),
                   tf.constant(np.where(rng.random((FLAGS.step_batch, len(space.seen_indices)))

@@ -29,7 +29,7 @@ from sdl_tf import config_flags  # noqa: E402
 from sdl_tf.config import DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from sdl_tf.data import pipeline as data_lib  # noqa: E402
 from sdl_tf.modeling.model import build_model  # noqa: E402
-from sdl_tf.training import trainer as trainer_lib  # noqa: E402
+from sdl_tf.training import task as task_lib  # noqa: E402
 
 flags.DEFINE_string("data_dir", "demo_out/data", "Demo TFRecords (python -m data_prep.demo).")
 flags.DEFINE_integer("resnet_steps", 10, "Timed ResNet50 steps (0 skips it).")
@@ -39,19 +39,19 @@ flags.DEFINE_integer("pipeline_batches", 60, "Timed input-pipeline batches.")
 FLAGS = flags.FLAGS
 
 
-def _trainer(model_cfg: ModelConfig, batch: int, num_seen: int, dim: int):
+def _task(model_cfg: ModelConfig, batch: int, num_seen: int, dim: int):
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(num_seen, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cfg = TrainConfig(model_dir="unused", model=model_cfg, batch_size=batch)
-    return trainer_lib.Trainer(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
+    return task_lib.SDLTask(cfg, vectors, tf.distribute.get_strategy(), total_steps=1000)
 
 
 def time_train_steps(model_cfg: ModelConfig, batch: int, steps: int, num_seen: int = 20,
                      dim: int = 32) -> float:
     """Images/s of `Trainer.train_step` on one fixed in-memory batch (after 2 warm-up steps)."""
     rng = np.random.default_rng(0)
-    trainer = _trainer(model_cfg, batch, num_seen, dim)
+    trainer = _task(model_cfg, batch, num_seen, dim)
     size = model_cfg.image_size
     images = tf.constant(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
     targets = np.where(rng.random((batch, num_seen)) < 0.15, 1.0, 0.0).astype(np.float32)
@@ -119,7 +119,7 @@ def time_pipeline(data_cfg: DataConfig, batch: int, num_batches: int, image_size
 def time_fed_train_steps(cfg: TrainConfig, steps: int) -> float:
     """Images/s of `Trainer.train_step` fed by the real input pipeline (as in a run)."""
     it, space = _train_batches(cfg.data, cfg.batch_size, cfg.model.image_size)
-    trainer = _trainer(cfg.model, cfg.batch_size, len(space.seen_indices), cfg.model.dim)
+    trainer = _task(cfg.model, cfg.batch_size, len(space.seen_indices), cfg.model.dim)
     for _ in range(3):
         trainer.train_step(next(it))["loss"].numpy()
     t0 = time.perf_counter()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import statistics
 import tempfile
-import time
+import timeit
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,12 +34,7 @@ FLAGS = flags.FLAGS
 
 def _median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: graph tracing / allocator
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timeit.repeat(fn, number=1, repeat=repeats))
 
 
 def main(argv):

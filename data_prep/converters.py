@@ -218,7 +218,6 @@ def main(argv: Sequence[str], config_cls: type, prepare_fn: Callable[[Any], Any]
 
 
 def run(command_main: Callable[[Sequence[str]], int], command_flags: Callable[[], None]) -> None:
-    """A command's console-script entry point: `command_flags()`, then
-    `sdl_tf.cli.run(command_main)` (absl parses the flags; bad inputs print one line)."""
-    command_flags()
-    cli.run(command_main)
+    """A command's console-script entry point: `sdl_tf.cli.run` defines the flags with
+    `command_flags()`, absl parses them, bad inputs print one line."""
+    cli.run(command_main, command_flags)

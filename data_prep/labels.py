@@ -29,7 +29,7 @@ def build_label_space(names, unseen, *, word_vectors: str | None = None,
       unseen: bools (same length) marking the zero-shot labels.
       word_vectors: a gensim-loadable file (word2vec text/binary, GloVe, fastText .bin); local,
         because gensim reads only local files.
-      word_vectors_format: see `sdl_tf.labels.word_vectors.FORMATS`.
+      word_vectors_format: see `sdl_tf.labels.vector_formats.FORMATS`.
       label_vectors: a ready label -> vector file (see `read_label_vector_file`); local.
       drop_missing: leave out labels without a vector instead of failing.
 

@@ -37,9 +37,19 @@ def error_line(error: BaseException) -> str:
     return f"{_program()}: error: {message}"
 
 
-def run(main) -> None:
-    """`absl.app.run(main)` with one-line errors for bad inputs (see the module docstring)."""
-    from absl import app, flags
+def run(main, define_flags=None, quiet: bool = False) -> None:
+    """`absl.app.run(main)` with one-line errors for bad inputs (see the module docstring).
+
+    Args:
+        main: the command's `main(argv)`.
+        define_flags: defines the command's flags first (a console script's entry point).
+        quiet: log only warnings and errors (TF/gensim INFO lines would drown a command's
+            printed results).
+    """
+    from absl import app, flags, logging
+
+    if define_flags is not None:
+        define_flags()
 
     # `--help`/`--helpshort` list the key flags of the module absl files under sys.argv[0]: the
     # CLI module itself under `python -m`, but a console script's argv[0] is `.../sdl-train`
@@ -49,6 +59,8 @@ def run(main) -> None:
             flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
     def guarded(argv):
+        if quiet:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except USER_ERRORS as e:

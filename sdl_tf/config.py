@@ -50,7 +50,8 @@ class ModelConfig:
     """
 
     backbone: str = field("resnet50", "resnet50 | resnet101 | mobilenet_v3_small | "
-                          "efficientnet_b0 | tiny | small_cnn | hub:<handle-or-path>.")
+                          "efficientnet_b0 | efficientnet_lite0 | tresnet_m | tresnet_l | "
+                          "tresnet_xl | small_cnn | hub:<handle-or-path>.")
     weights: str = field("imagenet", "Backbone weights: imagenet | none | <path>.")
     image_size: int = field(224, "Input image side.")
     num_rows: int = field(7, "M, principal directions per image.")
@@ -96,7 +97,7 @@ class DataConfig:
             (the whole image resized, then cutout: the authors' COCO script, no crop/flip/colour).
         cutout: side of the cutout square as a fraction of the image side (0 disables).
         rand_augment: also apply RandAugment (Cubuk et al. 2020: 2 ops drawn from the paper's
-            14, `sdl_tf.data.augment.rand_augment`, after the `augment_mode` transforms) to
+            14, `sdl_tf.data.rand_augment.rand_augment`, after the `augment_mode` transforms) to
             training images, as the authors' COCO script.
         rand_augment_factor: RandAugment magnitude M in [0, 1] (1 = each op's strongest
             setting: rotate 30 degrees, shear 0.3, translate 45 %, enhance factors 1 +- 0.9).

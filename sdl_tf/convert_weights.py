@@ -49,8 +49,7 @@ def run() -> None:
     """Console-script entry point (`sdl-convert-weights`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

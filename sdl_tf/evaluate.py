@@ -25,17 +25,15 @@ def main(argv):
     del argv
     from sdl_tf.evaluation import evaluator
 
-    F = flags.FLAGS  # noqa: N806
-    cfg = config_flags.config_from_flags(EvalConfig, F)
-    evaluator.evaluate(cfg, progress=F.progress)
+    evaluator.evaluate(config_flags.config_from_flags(EvalConfig),
+                       progress=flags.FLAGS.progress)
 
 
 def run() -> None:
     """Console-script entry point (`sdl-evaluate`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,10 @@ def define_flags() -> None:
 
 def main(argv):
     del argv
-    from absl import logging
-
     from sdl_tf.serving import tagger
 
-    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
-    logging.set_verbosity(logging.WARNING)
     config = config_flags.config_from_flags(tagger.PredictConfig)
-    try:
-        results = tagger.run_predict(config)
-    except ValueError as e:
-        if isinstance(e, errors.SDLError):
-            raise
-        # A malformed word-vector or label-vector file (`sdl_tf.labels.word_vectors` says so
-        # with a ValueError naming the file and line) is a bad input, not a bug.
-        raise errors.SDLError(str(e)) from e
+    results = tagger.run_predict(config)
     if results and all(r.error for r in results):
         # run_predict has printed each image's error above.
         raise errors.SDLError("no image could be decoded")
@@ -46,8 +35,7 @@ def run() -> None:
     """Console-script entry point (`sdl-predict`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)
+    cli.run(main, define_flags, quiet=True)
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ def run() -> None:
     """Console-script entry point (`sdl-retrieve`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

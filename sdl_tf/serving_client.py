@@ -23,13 +23,10 @@ def define_flags() -> None:
 def main(argv):
     del argv
     import numpy as np
-    from absl import logging
 
     from sdl_tf.serving import client as client_lib
     from sdl_tf.serving import tagger
 
-    # TF/gensim INFO lines (signature renames, vector loading) drown the results.
-    logging.set_verbosity(logging.WARNING)
     f = config_flags.config_from_flags(client_lib.ClientConfig)
     client = client_lib.ServingClient(f.server, f.model_name, f.version, f.timeout)
     paths = tagger.list_images(f.images)
@@ -61,8 +58,7 @@ def run() -> None:
     """Console-script entry point (`sdl-serving-client`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)  # also ends quietly when the reader of stdout goes away (`... | head`)
+    cli.run(main, define_flags, quiet=True)  # `... | head` ends quietly too
 
 
 if __name__ == "__main__":

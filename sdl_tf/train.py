@@ -39,8 +39,7 @@ def run() -> None:
     """Console-script entry point (`sdl-train`)."""
     from sdl_tf import cli
 
-    define_flags()
-    cli.run(main)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,10 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / norms).astype(np.float32)
 
 
+class LabelFileError(errors.SDLError, ValueError):
+    """A label-space directory whose labels.json / label_vectors.npy cannot be read."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelSpace:
     """All C labels in a fixed order, their unseen flags and (C, d) l2-normalised vectors.
@@ -169,32 +173,33 @@ class LabelSpace:
             with gfile_utils.open_file(labels_path) as f:
                 meta = json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{labels_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+            raise LabelFileError(
+                f"{labels_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
         if not isinstance(meta, dict) or "labels" not in meta:
-            raise ValueError(f"{labels_path}: expected an object with a 'labels' list")
+            raise LabelFileError(f"{labels_path}: expected an object with a 'labels' list")
         version = meta.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(
+            raise LabelFileError(
                 f"{labels_path}: schema_version {version!r}, this code reads {SCHEMA_VERSION}"
             )
         names, unseen = [], []
         for i, entry in enumerate(meta["labels"]):
             if not isinstance(entry, dict) or "name" not in entry or "unseen" not in entry:
-                raise ValueError(f"{labels_path}: labels[{i}] needs 'name' and 'unseen'")
+                raise LabelFileError(f"{labels_path}: labels[{i}] needs 'name' and 'unseen'")
             names.append(str(entry["name"]))
             unseen.append(bool(entry["unseen"]))
         with gfile_utils.open_file(vectors_path, "rb") as f:
             vectors = np.load(f, allow_pickle=False)
         if vectors.ndim != 2 or vectors.shape[0] != len(names):
-            raise ValueError(
+            raise LabelFileError(
                 f"{vectors_path}: shape {vectors.shape} does not match the {len(names)} labels "
                 f"in {labels_path}"
             )
         if "dim" in meta and int(meta["dim"]) != vectors.shape[1]:
-            raise ValueError(
+            raise LabelFileError(
                 f"{labels_path}: dim {meta['dim']} but {vectors_path} has {vectors.shape[1]}"
             )
         try:
             return cls(tuple(names), np.array(unseen, bool), vectors, str(meta.get("source", "")))
         except ValueError as e:
-            raise ValueError(f"{directory}: {e}") from None
+            raise LabelFileError(f"{directory}: {e}") from None

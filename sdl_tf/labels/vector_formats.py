@@ -33,6 +33,11 @@ import numpy as np
 
 from sdl_tf import errors
 
+
+class VectorFileError(errors.SDLError, ValueError):
+    """A word-vector or label-vector file that cannot be read; the message names the file (and
+    the line)."""
+
 FORMATS = ("auto", "word2vec_text", "word2vec_binary", "glove", "fasttext", "npy_index")
 # Word-vector packages accepted in place of a path: name -> (module, data-dir attribute, hint).
 PACKAGES = {
@@ -103,12 +108,13 @@ def _read_words(path: str) -> list[str]:
         elif table.num_columns == 1:
             column = table.column(0)
         else:
-            raise ValueError(f"{path}: expected a column 'index' (or a single column) of words, "
-                             f"found columns {table.column_names}")
+            raise VectorFileError(
+                f"{path}: expected a column 'index' (or a single column) of words, "
+                f"found columns {table.column_names}")
         words = column.to_pylist()
         bad = [i for i, w in enumerate(words) if not isinstance(w, str)]
         if bad:
-            raise ValueError(f"{path}: row {bad[0]} is {words[bad[0]]!r}, not a word "
+            raise VectorFileError(f"{path}: row {bad[0]} is {words[bad[0]]!r}, not a word "
                              f"({len(bad)} such rows)")
         return words
     with open(path, encoding="utf-8") as f:
@@ -134,13 +140,13 @@ def load_npy_index(path: str):
     try:
         matrix = np.load(npy, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"cannot read {npy!r} as a .npy matrix: {e}") from e
+        raise VectorFileError(f"cannot read {npy!r} as a .npy matrix: {e}") from e
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
-        raise ValueError(f"{npy}: expected a 2-D float matrix, got shape {matrix.shape} "
+        raise VectorFileError(f"{npy}: expected a 2-D float matrix, got shape {matrix.shape} "
                          f"dtype {matrix.dtype}")
     words = _read_words(words_path)
     if len(words) != matrix.shape[0]:
-        raise ValueError(f"{npy} has {matrix.shape[0]} rows but {words_path} lists "
+        raise VectorFileError(f"{npy} has {matrix.shape[0]} rows but {words_path} lists "
                          f"{len(words)} words; they must match row for row")
     # gensim's add_vectors assumes unique keys; keep the first row of a repeated word.
     first = dict(zip(reversed(words), range(len(words) - 1, -1, -1), strict=True))

@@ -22,6 +22,7 @@ import numpy as np
 from sdl_tf import errors
 from sdl_tf.labels import vector_formats
 from sdl_tf.labels.label_space import l2_normalize
+from sdl_tf.labels.vector_formats import VectorFileError
 
 _WORD_RE = re.compile(r"[\w'][\w'\-.]*", re.UNICODE)
 
@@ -55,7 +56,7 @@ def load_word_vectors(path: str, fmt: str = "auto"):
     from gensim.models.fasttext import load_facebook_vectors
 
     if fmt not in vector_formats.FORMATS:
-        raise ValueError(f"unknown word-vector format {fmt!r}; choose one of "
+        raise VectorFileError(f"unknown word-vector format {fmt!r}; choose one of "
                          f"{vector_formats.FORMATS}")
     path = vector_formats.resolve_word_vectors_path(path)
     if fmt == "auto":
@@ -73,7 +74,7 @@ def load_word_vectors(path: str, fmt: str = "auto"):
             return KeyedVectors.load_word2vec_format(path, binary=False)
         return KeyedVectors.load_word2vec_format(path, binary=False, no_header=True)
     except (ValueError, EOFError, UnicodeDecodeError, struct.error, IndexError) as e:
-        raise ValueError(f"cannot read {path!r} as {fmt} word vectors: {e}") from e
+        raise VectorFileError(f"cannot read {path!r} as {fmt} word vectors: {e}") from e
 
 
 def normalize_label_name(name: str) -> str:
@@ -247,23 +248,23 @@ def read_label_vector_file(path: str) -> dict[str, np.ndarray]:
             try:
                 vec = np.array([float(x) for x in fields], np.float32)
             except ValueError:
-                raise ValueError(
+                raise VectorFileError(
                     f"{path}:{lineno}: non-numeric vector value for label {name!r} "
                     "(labels with spaces need a TAB before the numbers)"
                 ) from None
             if vec.size == 0:
-                raise ValueError(f"{path}:{lineno}: label {name!r} has no vector values")
+                raise VectorFileError(f"{path}:{lineno}: label {name!r} has no vector values")
             if dim is None:
                 dim = vec.size
             elif vec.size != dim:
-                raise ValueError(
+                raise VectorFileError(
                     f"{path}:{lineno}: label {name!r} has {vec.size} values, not {dim}"
                 )
             if name in out:
-                raise ValueError(f"{path}:{lineno}: label {name!r} appears twice")
+                raise VectorFileError(f"{path}:{lineno}: label {name!r} appears twice")
             out[name] = vec
     if not out:
-        raise ValueError(f"{path}: no label vectors found")
+        raise VectorFileError(f"{path}: no label vectors found")
     return out
 
 
@@ -277,7 +278,7 @@ def _read_npy_label_vectors(path: str) -> dict[str, np.ndarray]:
             names = json.load(f)
         names_path = stem + ".json"
         if not isinstance(names, list):
-            raise ValueError(f"{names_path}: expected a JSON list of label names")
+            raise VectorFileError(f"{names_path}: expected a JSON list of label names")
     elif os.path.isfile(stem + ".txt"):
         names_path = stem + ".txt"
         with open(names_path, encoding="utf-8") as f:
@@ -285,8 +286,8 @@ def _read_npy_label_vectors(path: str) -> dict[str, np.ndarray]:
     else:
         raise errors.MissingPathError(f"{path}: names file {stem}.txt or {stem}.json not found")
     if vectors.ndim != 2 or vectors.shape[0] != len(names):
-        raise ValueError(f"{path}: shape {vectors.shape} does not match {len(names)} names in "
-                         f"{names_path}")
+        raise VectorFileError(f"{path}: shape {vectors.shape} does not match {len(names)} "
+                              f"names in {names_path}")
     return {str(n): vectors[i].astype(np.float32) for i, n in enumerate(names)}
 
 

@@ -30,12 +30,14 @@ import zipfile
 
 import numpy as np
 
+from sdl_tf import errors
+
 # pickle(magic) that opens a legacy-format file, and the protocol version that follows it.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
 
-class StateDictError(ValueError):
+class StateDictError(errors.SDLError, ValueError):
     """The file is not a readable PyTorch state dict (or holds more than tensors and containers)."""
 
 
