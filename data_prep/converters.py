@@ -6,10 +6,11 @@ label space and writes every split through `data_prep.shards.write_split`; `prin
 prints the end-of-run lines.
 
 Every data_prep command's entry point (the converters, manifest, demo, mosaics): a module keeps
-its config dataclass and its `prepare`, and its `define_flags` / `main` / `run` are one call
-each to `define_flags`, `main` and `run` here: flags -> frozen config -> `prepare`. Bad inputs
-(`common.DataPrepError`, an `sdl_tf.errors.SDLError`) are not caught here: `sdl_tf.cli.run`
-prints them as one line, `<command>: error: <message>`, and exits with status 1.
+its config dataclass and its `prepare`; its `define_flags` and `main` are one call each to
+`define_flags` and `main` here (flags -> frozen config -> `prepare`), and its `run` is
+`sdl_tf.cli.run(main, define_flags)`. Bad inputs (`common.DataPrepError`, an
+`sdl_tf.errors.SDLError`) are not caught here: `sdl_tf.cli.run` prints them as one line,
+`<command>: error: <message>`, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from absl import app, flags
 from data_prep import common, labels
 from data_prep.common import ImageRecord
 from data_prep.shards import write_split
-from sdl_tf import cli, config_flags
+from sdl_tf import config_flags
 from sdl_tf.labels.label_space import LabelSpace
 
 # Flags defined through `define_flags` belong to the command module calling it (absl's key
@@ -216,8 +217,3 @@ def main(argv: Sequence[str], config_cls: type, prepare_fn: Callable[[Any], Any]
         report(result)
     return 0
 
-
-def run(command_main: Callable[[Sequence[str]], int], command_flags: Callable[[], None]) -> None:
-    """A command's console-script entry point: `sdl_tf.cli.run` defines the flags with
-    `command_flags()`, absl parses them, bad inputs print one line."""
-    cli.run(command_main, command_flags)

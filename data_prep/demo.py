@@ -48,6 +48,7 @@ from PIL import Image, ImageDraw
 from data_prep import common, converters
 from data_prep.labels import build_label_space
 from data_prep.shards import write_split
+from sdl_tf import cli
 from sdl_tf.config_flags import field
 from sdl_tf.utils import gfile_utils
 
@@ -295,7 +296,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-demo`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

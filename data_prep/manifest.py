@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from data_prep import common, converters, labels, shards
-from sdl_tf import config_flags
+from sdl_tf import cli, config_flags
 
 _SEPARATORS = re.compile(r"[|;]")
 DEFAULT_IMAGES_PER_SHARD = 2000
@@ -265,7 +265,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-manifest`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

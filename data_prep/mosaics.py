@@ -76,6 +76,7 @@ from data_prep.mosaic_sampling import (
     classes_histogram,
     plan_mosaics,
 )
+from sdl_tf import cli
 from sdl_tf.config_flags import field
 from sdl_tf.utils import atomic_io
 
@@ -342,7 +343,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-mosaics`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from data_prep import common, converters
 from data_prep.common import DataPrepError, ImageRecord
 from data_prep.converters import Converted, write_converted
+from sdl_tf import cli
 from sdl_tf.config_flags import field
 
 TRAIN, TEST = "train", "test"
@@ -376,7 +377,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-nus-wide`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from data_prep import common, converters
 from data_prep import open_images_files as files  # the official files' readers
 from data_prep.common import ImageRecord
 from data_prep.converters import Converted, write_converted
+from sdl_tf import cli
 from sdl_tf.config_flags import field
 from sdl_tf.labels.label_space import LabelSpace
 from sdl_tf.utils import atomic_io
@@ -253,7 +254,7 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`sdl-prep-open-images`)."""
-    converters.run(main, define_flags)
+    cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

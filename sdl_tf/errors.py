@@ -42,15 +42,9 @@ class MissingPathError(SDLError, FileNotFoundError):
     """A file or directory the user pointed at (or that a command should have written) is
     absent or incomplete."""
 
-    def __init__(self, message: str, hint: str | None = None):
-        SDLError.__init__(self, message, hint)
-
 
 class ConfigError(SDLError, ValueError):
     """A config value (a flag) out of its range, or in conflict with another one."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        SDLError.__init__(self, message, hint)
 
 
 def missing_data_hint(data_dir: str) -> str:

@@ -92,11 +92,10 @@ class _DiverseCollector:
                          f"R@{k}": float(r[f"R@{k}"]), f"F1@{k}": float(r[f"F1@{k}"])}
         return out
 
+
 def _scored_batches(model, dataset, label_space, scoring, random_seed):
     """Yields (labels (B, C), scores (B, C) float32, matrices (B, M, d) or None) per batch:
     eq. (1) on the model's matrices, or seeded uniform random scores (`random_seed`)."""
-    # Eq. (1) in NumPy; the scorer reuses its transposed vectors and GEMM workspace per batch.
-    scorer = NumpyScorer(label_space.vectors, scoring)
     if random_seed is not None:
         rng = np.random.default_rng(random_seed)
         for batch in dataset:
@@ -104,6 +103,8 @@ def _scored_batches(model, dataset, label_space, scoring, random_seed):
             yield (labels, rng.random((labels.shape[0], label_space.num_labels),
                                       dtype=np.float32), None)
         return
+    # Eq. (1) in NumPy; the scorer reuses its transposed vectors and GEMM workspace per batch.
+    scorer = NumpyScorer(label_space.vectors, scoring)
     predict = predict_fn(model)
     for batch in dataset:
         labels = batch[1].numpy()

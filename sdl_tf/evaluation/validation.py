@@ -34,14 +34,21 @@ def validation_source(config: TrainConfig):
     return None
 
 
-def validation_dataset(config: TrainConfig, label_space, source) -> tf.data.Dataset:
-    """The validation images (never the test split): (images uint8, labels (B, C)) batches."""
+def _validation_images(config: TrainConfig, source, num_labels: int, batch_size: int,
+                       max_images: int | None, with_ids: bool = False) -> tf.data.Dataset:
+    """`data_lib.eval_dataset` over the validation images of `source` (never the test split)."""
     kind, split = source
     return data_lib.eval_dataset(
         config.data, split or config.data.train_split, image_size=config.model.image_size,
-        num_labels=label_space.num_labels, batch_size=config.eval_batch_size,
-        max_images=config.max_eval_images, carve_from_train=(kind == "carve"),
+        num_labels=num_labels, batch_size=batch_size, max_images=max_images,
+        carve_from_train=(kind == "carve"), with_ids=with_ids,
     )
+
+
+def validation_dataset(config: TrainConfig, label_space, source) -> tf.data.Dataset:
+    """The validation images (never the test split): (images uint8, labels (B, C)) batches."""
+    return _validation_images(config, source, label_space.num_labels, config.eval_batch_size,
+                              config.max_eval_images)
 
 
 def validation_result(model, config: TrainConfig, label_space, source, dataset=None) -> dict:
@@ -83,12 +90,7 @@ def figure3_images(config: TrainConfig, source, num_labels: int,
     Returns:
         (images uint8 (n, H, W, 3), labels float32 (n, C) multi-hot, ids: list of n str).
     """
-    kind, split = source
-    ds = data_lib.eval_dataset(
-        config.data, split or config.data.train_split, image_size=config.model.image_size,
-        num_labels=num_labels, batch_size=num_images, max_images=num_images,
-        carve_from_train=(kind == "carve"), with_ids=True,
-    )
+    ds = _validation_images(config, source, num_labels, num_images, num_images, with_ids=True)
     for images, labels, ids in ds.take(1):
         return images.numpy(), labels.numpy(), [i.decode("utf-8", "replace") for i in
                                                 ids.numpy()]
