@@ -42,7 +42,7 @@ def _read_tsv_names(path: str) -> dict[str, tuple[str, ...]]:
             synonyms = tuple(n.strip() for n in names.split(",") if n.strip())
             if not sep or not wnid.strip() or not synonyms:
                 raise DataPrepError(f"{path}:{lineno}: expected 'wnid<TAB>name1, name2, "
-                                           f"...', got {line!r}")
+                                    f"...', got {line!r}")
             wnid = wnid.strip()
             if wnid in out:
                 raise DataPrepError(f"{path}:{lineno}: wnid {wnid!r} listed twice")
@@ -75,7 +75,7 @@ def read_classes(imagenet_dir: str) -> tuple[list[ImageClass], list[str]]:
     train = os.path.join(imagenet_dir, "train")
     if not os.path.isdir(train):
         raise DataPrepError(f"{train}: not a directory; --imagenet_dir must hold "
-                                   "train/<wnid>/images/*.JPEG (or train/<wnid>/*.JPEG)")
+                            "train/<wnid>/images/*.JPEG (or train/<wnid>/*.JPEG)")
     dirs = sorted(d for d in os.listdir(train) if os.path.isdir(os.path.join(train, d)))
     tsv = os.path.join(imagenet_dir, "classes.tsv")
     wnids_file = os.path.join(imagenet_dir, "wnids.txt")
@@ -93,7 +93,7 @@ def read_classes(imagenet_dir: str) -> tuple[list[ImageClass], list[str]]:
         unnamed = [w for w in wnids if w not in names]
         if unnamed:
             raise DataPrepError(f"{words_file}: no name for classes {unnamed[:10]}"
-                                       f"{' ...' if len(unnamed) > 10 else ''}")
+                                f"{' ...' if len(unnamed) > 10 else ''}")
     else:
         raise DataPrepError(
             f"{imagenet_dir}: no class-name file; expected {tsv} ('wnid<TAB>name1, name2, ...') "
@@ -103,7 +103,7 @@ def read_classes(imagenet_dir: str) -> tuple[list[ImageClass], list[str]]:
         class_dir = os.path.join(train, wnid)
         if not os.path.isdir(class_dir):
             raise DataPrepError(f"{class_dir}: class {wnid} (listed in {names_file}) "
-                                       "has no folder")
+                                "has no folder")
         classes.append(ImageClass(wnid, names[wnid], tuple(_class_dir_photos(class_dir))))
     if not classes:
         raise DataPrepError(f"{names_file}: lists no class")

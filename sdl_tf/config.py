@@ -276,7 +276,7 @@ class TrainConfig:
         if self.cache_backbone_features:
             if self.model.trainable_backbone:
                 raise ConfigError("cache_backbone_features needs a frozen backbone: add "
-                                 "--trainable_backbone=false")
+                                  "--trainable_backbone=false")
             if self.data.augment and self.data.augment_mode != "flip":
                 raise ConfigError(
                     "cache_backbone_features computes each image's features once: "
@@ -284,11 +284,11 @@ class TrainConfig:
                     "--augment_mode=flip (image and flip cached) or --augment=false")
             if self.data.cache_train_images:
                 raise ConfigError("cache_backbone_features replaces cache_train_images: the "
-                                 "images are not needed once their features are; drop "
-                                 "--cache_train_images")
+                                  "images are not needed once their features are; drop "
+                                  "--cache_train_images")
             if self.strategy == "tpu":
                 raise ConfigError("cache_backbone_features feeds the features from host memory "
-                                 "(tf.data from a generator), which TPUs cannot take")
+                                  "(tf.data from a generator), which TPUs cannot take")
         if self.feature_cache_dir and not self.cache_backbone_features:
             raise ConfigError("feature_cache_dir stores cached backbone features: add "
                               "--cache_backbone_features (and --trainable_backbone=false)")

@@ -115,7 +115,7 @@ def _read_words(path: str) -> list[str]:
         bad = [i for i, w in enumerate(words) if not isinstance(w, str)]
         if bad:
             raise VectorFileError(f"{path}: row {bad[0]} is {words[bad[0]]!r}, not a word "
-                             f"({len(bad)} such rows)")
+                                  f"({len(bad)} such rows)")
         return words
     with open(path, encoding="utf-8") as f:
         text = f.read()
@@ -143,11 +143,11 @@ def load_npy_index(path: str):
         raise VectorFileError(f"cannot read {npy!r} as a .npy matrix: {e}") from e
     if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.floating):
         raise VectorFileError(f"{npy}: expected a 2-D float matrix, got shape {matrix.shape} "
-                         f"dtype {matrix.dtype}")
+                              f"dtype {matrix.dtype}")
     words = _read_words(words_path)
     if len(words) != matrix.shape[0]:
         raise VectorFileError(f"{npy} has {matrix.shape[0]} rows but {words_path} lists "
-                         f"{len(words)} words; they must match row for row")
+                              f"{len(words)} words; they must match row for row")
     # gensim's add_vectors assumes unique keys; keep the first row of a repeated word.
     first = dict(zip(reversed(words), range(len(words) - 1, -1, -1), strict=True))
     if len(first) != len(words):

@@ -57,7 +57,7 @@ def load_word_vectors(path: str, fmt: str = "auto"):
 
     if fmt not in vector_formats.FORMATS:
         raise VectorFileError(f"unknown word-vector format {fmt!r}; choose one of "
-                         f"{vector_formats.FORMATS}")
+                              f"{vector_formats.FORMATS}")
     path = vector_formats.resolve_word_vectors_path(path)
     if fmt == "auto":
         fmt = vector_formats.detect_format(path)

@@ -29,6 +29,7 @@ from sdl_tf.modeling.weight_mapping import ConversionError
 
 HUB_PREFIX = "hub:"
 
+
 class BackboneError(errors.SDLError, ValueError):
     """A backbone cannot be built (unknown name, weights unavailable, bad SavedModel)."""
 

@@ -62,7 +62,7 @@ def get_strategy(name: str = "default", tpu_address: str = "") -> tf.distribute.
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise errors.ConfigError("--strategy=multi_worker needs the TF_CONFIG environment "
-                                  "variable")
+                                     "variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address or None)
@@ -186,7 +186,7 @@ class _Run:
         self.replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % self.replicas:
             raise errors.ConfigError(f"batch_size {config.batch_size} is not divisible by "
-                                  f"{self.replicas} replicas")
+                                     f"{self.replicas} replicas")
         self.task = task_lib.SDLTask(config, label_space.seen_vectors, self.strategy,
                                      self.total_steps)
         self.final_path = run_dir.path(self.model_dir, run_dir.FINAL_MODEL_FILE)
